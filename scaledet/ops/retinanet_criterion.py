@@ -1,0 +1,92 @@
+"""Target assignment and losses of RetinaNet, computed in fp32 outside the model."""
+from __future__ import annotations
+
+import torch
+
+from scaledet.ops.box_coder import BoxCoder
+from scaledet.ops.losses import box_regression_loss, sigmoid_focal_loss
+from scaledet.ops.matcher import IGNORE, IoUMatcher
+
+
+class RetinaNetCriterion(torch.nn.Module):
+    """Focal classification loss + box regression loss.
+
+    ``normalize``:
+      ``"batch"`` — both losses divided by (positives in the batch + 1), box loss further by 4
+      coordinates (tensorflow/tpu ``retinanet_model``; pair with huber delta 0.1 and weight 50);
+      ``"per_image"`` — each image's sums divided by max(1, its positives), then averaged over
+      images (torchvision ``RetinaNetHead``; pair with l1 and weight 1).
+    """
+
+    def __init__(self, num_classes: int, box_coder: BoxCoder, matcher: IoUMatcher, *, focal_alpha: float = 0.25,
+                 focal_gamma: float = 1.5, box_loss: str = "huber", box_loss_delta: float = 0.1,
+                 box_loss_weight: float = 50.0, normalize: str = "batch"):
+        super().__init__()
+        if normalize not in ("batch", "per_image"):
+            raise ValueError(f"unknown normalize {normalize!r}; allowed: batch, per_image")
+        self.num_classes = num_classes
+        self.box_coder = box_coder
+        self.matcher = matcher
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.box_loss = box_loss
+        self.box_loss_delta = box_loss_delta
+        self.box_loss_weight = box_loss_weight
+        self.normalize = normalize
+
+    @torch.no_grad()
+    def assign(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+        """Matched ground-truth index per anchor and image: ``[B, A]`` (negative/ignore < 0)."""
+        out = []
+        for t in targets:
+            boxes = t["boxes"].to(anchors.device).float()
+            crowd = t.get("iscrowd")
+            crowd = crowd.to(anchors.device).bool() if crowd is not None else torch.zeros(
+                len(boxes), dtype=torch.bool, device=anchors.device)
+            out.append(self.matcher(boxes[~crowd], anchors, boxes[crowd]) if crowd.any()
+                       else self.matcher(boxes, anchors))
+        return torch.stack(out)
+
+    def forward(self, cls_logits: torch.Tensor, box_deltas: torch.Tensor, anchors: torch.Tensor,
+                targets: list[dict]) -> dict[str, torch.Tensor]:
+        """``cls_logits [B, A, C]``, ``box_deltas [B, A, 4]``, ``anchors [A, 4]`` (all levels)."""
+        with torch.autocast(device_type=cls_logits.device.type, enabled=False):
+            return self._losses(cls_logits.float(), box_deltas.float(), anchors.float(), targets)
+
+    def _losses(self, cls_logits, box_deltas, anchors, targets):
+        matches = self.assign(anchors, targets)
+        positive = matches >= 0
+        valid = matches != IGNORE
+        cls_target = torch.zeros_like(cls_logits)
+        box_target = torch.zeros_like(box_deltas)
+        for i, t in enumerate(targets):
+            crowd = t.get("iscrowd")
+            boxes = t["boxes"].to(anchors.device).float()
+            labels = t["labels"].to(anchors.device).long()
+            if crowd is not None and crowd.any():
+                keep = ~crowd.to(anchors.device).bool()
+                boxes, labels = boxes[keep], labels[keep]
+            pos = positive[i]
+            if pos.any():
+                gt = matches[i][pos]
+                cls_target[i, pos, labels[gt]] = 1.0
+                box_target[i, pos] = self.box_coder.encode(boxes[gt], anchors[pos])
+        focal = sigmoid_focal_loss(cls_logits, cls_target, self.focal_alpha, self.focal_gamma)
+        focal = (focal * valid[..., None]).sum(dim=-1)  # [B, A]
+        num_pos = positive.sum(dim=1).float()  # [B]
+        if self.normalize == "batch":
+            norm = num_pos.sum() + 1.0
+            cls_loss = focal.sum() / norm
+            box_loss = box_regression_loss(box_deltas[positive], box_target[positive], self.box_loss,
+                                           self.box_loss_delta) / (norm * 4.0)
+        else:
+            per_image_norm = num_pos.clamp(min=1.0)
+            cls_loss = (focal.sum(dim=1) / per_image_norm).mean()
+            box_per_image = torch.stack([
+                box_regression_loss(box_deltas[i][positive[i]], box_target[i][positive[i]], self.box_loss,
+                                    self.box_loss_delta) for i in range(len(targets))
+            ])
+            box_loss = (box_per_image / per_image_norm).mean()
+        total = cls_loss + self.box_loss_weight * box_loss
+        return {"loss": total, "cls_loss": cls_loss.detach(), "box_loss": box_loss.detach(),
+                "num_positives": num_pos.sum().detach()}

@@ -1,0 +1,87 @@
+"""The one model registry: ``create_model(name, ...)`` and ``list_models()``.
+
+Builders are ordinary functions with typed keyword arguments; they construct parts as objects
+and pass them to detector constructors. Registering is the only thing done by name.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch.nn as nn
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+# builder name -> the function its **kwargs are forwarded to (see register_model)
+_FORWARDS_TO: dict[str, Callable[..., object]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *,
+                   forwards_to: Callable[..., object] | None = None):
+    """Register a builder, as ``@register_model`` or ``@register_model(forwards_to=other)``.
+
+    With ``forwards_to`` the builder takes ``**kwargs`` that it hands on to ``other``; the
+    keyword-only parameters of ``other`` then count as the builder's arguments too (its
+    positional parameters are what the builder itself supplies).
+    """
+
+    def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is registered twice")
+        if forwards_to is not None and not any(
+                p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+            raise TypeError(f"builder {name!r} uses forwards_to but takes no **kwargs")
+        _BUILDERS[name] = builder
+        if forwards_to is not None:
+            _FORWARDS_TO[name] = forwards_to
+        return builder
+
+    return register if fn is None else register(fn)
+
+
+def _ensure_loaded() -> None:
+    # Importing the detectors package runs every @register_model.
+    import scaledet.models.detectors  # noqa: F401
+
+
+def list_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(_BUILDERS)
+
+
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    _ensure_loaded()
+    if name not in _BUILDERS:
+        known = ", ".join(sorted(_BUILDERS))
+        raise KeyError(f"unknown model {name!r}; known models: {known}")
+    return _BUILDERS[name]
+
+
+def _keyword_names(fn: Callable[..., object], kinds: tuple[object, ...]) -> list[str]:
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+
+
+def builder_arguments(name: str) -> list[str]:
+    """The keyword arguments a model's builder accepts (for config validation and help):
+    its own, then those of the function it forwards ``**kwargs`` to, if any."""
+    builder = model_builder(name)
+    own = _keyword_names(builder, (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    target = _FORWARDS_TO.get(name)
+    if target is None:
+        return own
+    forwarded = _keyword_names(target, (inspect.Parameter.KEYWORD_ONLY,))
+    return own + [n for n in forwarded if n not in own]
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("retinanet_spinenet49s", num_classes=80)``."""
+    builder = model_builder(name)
+    allowed = builder_arguments(name)
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} got unknown argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+        )
+    model = builder(**overrides)
+    model.model_name = name
+    return model

@@ -1,0 +1,38 @@
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss as tv_focal
+
+from scaledet.ops.losses import box_regression_loss, sigmoid_focal_loss
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.25, 1.5), (0.75, 2.0), (-1.0, 0.0)])
+def test_focal_loss_equals_torchvision(alpha, gamma):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(64, 91, generator=g) * 4
+    targets = (torch.rand(64, 91, generator=g) < 0.05).float()
+    ours = sigmoid_focal_loss(logits, targets, alpha, gamma)
+    ref = tv_focal(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_focal_loss_is_fp32_and_finite_under_bf16_autocast():
+    logits = torch.tensor([[60.0, -60.0, 0.0]], dtype=torch.bfloat16)
+    targets = torch.tensor([[0.0, 1.0, 1.0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = sigmoid_focal_loss(logits, targets, 0.25, 1.5)
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss).all()
+    assert loss[0, 0] > 10 and loss[0, 1] > 10  # confident and wrong costs a lot
+
+
+def test_box_losses_match_definitions():
+    pred = torch.tensor([0.05, 0.5, -2.0])
+    target = torch.zeros(3)
+    # huber with delta 0.1: 0.5 x^2 inside, delta (|x| - delta / 2) outside
+    expected_huber = 0.5 * 0.05 ** 2 + 0.1 * (0.5 - 0.05) + 0.1 * (2.0 - 0.05)
+    assert box_regression_loss(pred, target, "huber", 0.1).item() == pytest.approx(expected_huber, rel=1e-6)
+    assert box_regression_loss(pred, target, "l1", 0.0).item() == pytest.approx(2.55, rel=1e-6)
+    expected_sl1 = 0.5 * 0.05 ** 2 / 0.11 + (0.5 - 0.055) + (2.0 - 0.055)
+    assert box_regression_loss(pred, target, "smooth_l1", 0.11).item() == pytest.approx(expected_sl1, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown box loss"):
+        box_regression_loss(pred, target, "l3", 0.1)
