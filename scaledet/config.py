@@ -1,0 +1,239 @@
+"""Experiment configuration: frozen dataclasses loaded from YAML, overridable with dotted keys.
+
+``load_config("configs/x.yaml", ["train.total_steps=10", "model.args.head_width=64"])``.
+Unknown keys are errors that name the key and list the allowed ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "retinanet_spinenet49_tiny"
+    num_classes: int | None = None  # None: taken from the data set
+    image_size: int | None = None  # None: the model's published default
+    args: Mapping[str, Any] = field(default_factory=dict)  # further keyword arguments of the builder
+    init_checkpoint: str | None = None  # start from these weights (a scaledet checkpoint)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = "synthetic"  # synthetic | coco | voc | tfrecord
+    root: str | None = None  # synthetic: where to write it; voc: the VOC20xx folder
+    train_images: str | None = None
+    train_annotations: str | None = None
+    val_images: str | None = None
+    val_annotations: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    train_pattern: str | None = None  # tfrecord shards, e.g. /data/coco/train-*
+    val_pattern: str | None = None
+    augment: str = "scale_jitter"  # scale_jitter (RetinaNet/TPU) | ssd (BlitzNet)
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    hflip: float = 0.5
+    num_workers: int = 2
+    synthetic_train: int = 400
+    synthetic_val: int = 100
+    synthetic_image_size: int = 256
+    max_images: int | None = None  # use only the first N training images (overfitting checks)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.01  # peak learning rate for the global batch
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 4e-5
+    decay_norm_and_bias: bool = False  # TPU decays only conv/linear kernels
+    schedule: str = "step"  # constant | step | cosine | multiphase_warmup_cosine
+    warmup_steps: int = 0
+    warmup_start_lr: float | None = None  # absolute; default lr / 10 at step 0
+    decay_steps: tuple[int, ...] = ()  # step schedule boundaries
+    decay_rate: float = 0.1
+    min_lr: float = 0.0  # cosine end
+    warmup_phases: tuple[tuple[float, float], ...] = ()  # multiphase: (fraction of total steps, lr factor at end)
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8  # per process
+    total_steps: int | None = None
+    max_epochs: int | None = None  # used when total_steps is not given
+    accumulate: int = 1  # gradient accumulation micro-steps per optimizer step
+    amp: str = "none"  # none | bf16 | fp16
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    checkpoint_every: int = 200
+    keep_best: str = "AP50"  # metric deciding best.pt
+    ema_decay: float = 0.0  # 0 = no EMA of weights
+    sync_bn: bool = False
+    freeze: tuple[str, ...] = ()  # regexes of parameter names not trained
+    max_nonfinite: int = 5  # consecutive non-finite losses tolerated before stopping
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 8
+    metric: str = "coco"  # coco | voc
+    voc_metric: str = "area"  # area | 11point
+    score_threshold: float | None = None  # None: the model's own
+    max_images: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, overrides: list[str] | Mapping[str, Any]) -> "Config":
+        raw = self.to_dict()
+        items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides)
+        for key, value in items:
+            _set_dotted(raw, key, value)
+        return config_from_dict(raw)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            allowed = ", ".join(sorted(node)) if isinstance(node, dict) else "(none)"
+            raise ConfigError(f"unknown config key {'.'.join(parts[:i + 1])!r}; allowed: {allowed}")
+        if node[part] is None:
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value  # unknown leaf keys are caught by config_from_dict with the allowed list
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if annotation is Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin in (dict, Mapping, typing.Mapping) or annotation in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: Mapping[str, Any] | None, prefix: str):
+    raw = dict(raw or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key {where!r}; allowed: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw[name], key)
+        else:
+            kwargs[name] = _coerce(raw[name], hint, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    return _build(Config, raw, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        config = config_from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path else str(err)) from err
+    return config.replace(overrides) if overrides else config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,108 @@
+"""Build the data sets a config names, with the transforms its model needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset, Subset
+
+from scaledet.config import DataConfig
+
+FORMATS = ("synthetic", "coco", "voc", "tfrecord")
+DEFAULT_SYNTHETIC_ROOT = Path("scaledet_data") / "synthetic"
+
+
+@dataclass
+class DataBundle:
+    train: Dataset | None
+    val: Dataset | None
+    class_names: list[str]
+    label_to_category_id: list[int] | None  # for COCO results files
+    val_annotations: Path | None  # COCO ground truth of the validation split
+
+    def set_transforms(self, cfg: DataConfig, *, image_size: int, mean, std) -> None:
+        """Attach transforms once the model (and so its input size and normalisation) is known."""
+        if self.train is not None:
+            _base(self.train).transforms = _pick_train_transform(cfg, image_size, mean, std)
+        if self.val is not None:
+            _base(self.val).transforms = _pick_eval_transform(cfg, image_size, mean, std)
+
+
+def _base(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def _pick_train_transform(cfg: DataConfig, image_size: int, mean, std):
+    if cfg.augment == "ssd":
+        from scaledet.data.ssd_transforms import SSDTrainTransform
+
+        return SSDTrainTransform(image_size, mean, std)
+    if cfg.augment == "scale_jitter":
+        from scaledet.data.transforms import TrainTransform
+
+        return TrainTransform(image_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip, mean=mean, std=std)
+    raise ValueError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd")
+
+
+def _pick_eval_transform(cfg: DataConfig, image_size: int, mean, std):
+    if cfg.augment == "ssd":
+        from scaledet.data.ssd_transforms import SSDEvalTransform
+
+        return SSDEvalTransform(image_size, mean, std)
+    from scaledet.data.transforms import EvalTransform
+
+    return EvalTransform(image_size, mean, std)
+
+
+def _require(value, key: str) -> str:
+    if not value:
+        raise ValueError(f"data.{key} must be set for this data format")
+    return value
+
+
+def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> DataBundle:
+    """Data sets without transforms; call ``DataBundle.set_transforms`` once the model exists."""
+    if cfg.format not in FORMATS:
+        raise ValueError(f"unknown data.format {cfg.format!r}; allowed: {', '.join(FORMATS)}")
+    train_tf = eval_tf = None
+    if cfg.format in ("synthetic", "coco"):
+        from scaledet.data.coco import CocoDetection
+
+        if cfg.format == "synthetic":
+            from scaledet.data.synthetic import make_synthetic_coco
+
+            paths = make_synthetic_coco(cfg.root or DEFAULT_SYNTHETIC_ROOT, num_train=cfg.synthetic_train,
+                                        num_val=cfg.synthetic_val, image_size=cfg.synthetic_image_size)
+            train_pair = (paths.train_images, paths.train_json)
+            val_pair = (paths.val_images, paths.val_json)
+        else:
+            train_pair = (cfg.train_images, cfg.train_annotations)
+            val_pair = (cfg.val_images, cfg.val_annotations)
+        train_ds = CocoDetection(_require(train_pair[0], "train_images"), _require(train_pair[1], "train_annotations"),
+                                 train_tf) if train else None
+        val_ds = CocoDetection(_require(val_pair[0], "val_images"), _require(val_pair[1], "val_annotations"),
+                               eval_tf) if val else None
+        ref = train_ds or val_ds
+        bundle = DataBundle(train_ds, val_ds, ref.class_names, ref.label_to_category_id,
+                            Path(val_pair[1]) if val else None)
+    elif cfg.format == "voc":
+        from scaledet.data.voc import VOCDetection
+
+        root = _require(cfg.root, "root")
+        train_ds = VOCDetection(root, split=cfg.train_split, transforms=train_tf) if train else None
+        val_ds = VOCDetection(root, split=cfg.val_split, transforms=eval_tf) if val else None
+        from scaledet.data.voc import VOC_CLASSES
+
+        bundle = DataBundle(train_ds, val_ds, list(VOC_CLASSES), None, None)
+    else:
+        from scaledet.data.tfrecord import TFRecordDetection
+
+        train_ds = TFRecordDetection(_require(cfg.train_pattern, "train_pattern"), train_tf) if train else None
+        val_ds = TFRecordDetection(_require(cfg.val_pattern, "val_pattern"), eval_tf) if val else None
+        ref = train_ds or val_ds
+        bundle = DataBundle(train_ds, val_ds, ref.class_names, ref.label_to_category_id, None)
+    if cfg.max_images and bundle.train is not None:
+        bundle.train = Subset(bundle.train, range(min(cfg.max_images, len(bundle.train))))
+    return bundle

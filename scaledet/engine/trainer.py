@@ -1,0 +1,350 @@
+"""The training loop: warm-up + schedules, SGD/Adam, AMP, clipping, EMA, accumulation, DDP,
+periodic evaluation with keep-best, atomic checkpoints and exact resume."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from scaledet.config import Config, save_config
+from scaledet.data.collate import build_loader
+from scaledet.data.factory import DataBundle, build_datasets
+from scaledet.engine import checkpoint as ckpt
+from scaledet.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
+from scaledet.engine.sampling import ResumableSampler, SeededAugmentation
+from scaledet.engine.schedules import learning_rate
+from scaledet.registry import builder_arguments, create_model
+
+log = logging.getLogger("scaledet.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_model_from_config(cfg: Config, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
+    args = dict(cfg.model.args)
+    allowed = builder_arguments(cfg.model.name)
+    if "num_classes" in allowed:
+        args["num_classes"] = num_classes
+    if cfg.model.image_size is not None:
+        args["image_size"] = cfg.model.image_size
+    model = create_model(cfg.model.name, **args)
+    model.class_names = class_names
+    if cfg.model.init_checkpoint:
+        state = ckpt.load_checkpoint(cfg.model.init_checkpoint)
+        model.load_state_dict(state.get("ema") or state["model"])
+    return model
+
+
+def model_record(cfg: Config, num_classes: int, bundle: DataBundle) -> dict[str, Any]:
+    """What is needed to rebuild the model from a checkpoint alone."""
+    args = dict(cfg.model.args)
+    args["num_classes"] = num_classes
+    if cfg.model.image_size is not None:
+        args["image_size"] = cfg.model.image_size
+    return {"model_name": cfg.model.name, "model_args": args, "class_names": list(bundle.class_names),
+            "label_to_category_id": list(bundle.label_to_category_id) if bundle.label_to_category_id else None}
+
+
+def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
+    frozen = [re.compile(p) for p in cfg.train.freeze]
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if any(r.search(name) for r in frozen):
+            p.requires_grad_(False)
+        if not p.requires_grad:
+            continue
+        # tensorflow/tpu decays only kernels (.*(kernel|weight):0); BN and biases are 1-D here.
+        (decay if p.ndim > 1 or cfg.optim.decay_norm_and_bias else no_decay).append(p)
+    return [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    o = cfg.optim
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    if o.optimizer == "adam":
+        # L2 added to the loss gradient (coupled), as the TF reference's l2 regularizer does.
+        return torch.optim.Adam(groups, lr=o.lr)
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr)
+    raise ValueError(f"unknown optim.optimizer {o.optimizer!r}; allowed: sgd, adam, adamw")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, output_dir: str | Path, *, resume: bool = False, device: str = "auto",
+                 progress: bool = True, fail_at_step: int | None = None):
+        self.cfg = cfg
+        self.output_dir = Path(output_dir)
+        self.resume = resume
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.fail_at_step = fail_at_step  # fault injection for tests of restarts
+        self.info: DistInfo = init_distributed(self.device)
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed + self.info.rank)
+        self.bundle = build_datasets(cfg.data, train=True, val=True)
+        num_classes = cfg.model.num_classes or len(self.bundle.class_names)
+        model = build_model_from_config(cfg, num_classes, self.bundle.class_names)
+        self.image_size = model.default_image_size
+        self.bundle.set_transforms(cfg.data, image_size=self.image_size, mean=model.pixel_mean, std=model.pixel_std)
+        self.record = model_record(cfg, num_classes, self.bundle)
+        if cfg.train.sync_bn and self.info.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(model, cfg)
+        self.amp_dtype = AMP_DTYPES.get(cfg.train.amp, "bad")
+        if self.amp_dtype == "bad":
+            raise ValueError(f"unknown train.amp {cfg.train.amp!r}; allowed: none, bf16, fp16")
+        if self.amp_dtype is torch.float16 and self.device.type != "cuda":
+            raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
+        self.ema = None
+        if cfg.train.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+        self.ddp_model = model
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        per_step = cfg.train.batch_size * cfg.train.accumulate
+        self.steps_per_epoch = max(1, (len(self.bundle.train) // self.info.world) // per_step)
+        if cfg.train.total_steps:
+            self.total_steps = cfg.train.total_steps
+        elif cfg.train.max_epochs:
+            self.total_steps = cfg.train.max_epochs * self.steps_per_epoch
+        else:
+            raise ValueError("set train.total_steps or train.max_epochs")
+        self.step = 0
+        self.best = -math.inf
+        self.best_stats: dict[str, float] | None = None
+        if self.resume and (self.output_dir / "last.pt").is_file():
+            self._load(self.output_dir / "last.pt")
+
+    def _loader(self):
+        cfg = self.cfg
+        per_step = cfg.train.batch_size * cfg.train.accumulate
+        sampler = ResumableSampler(len(self.bundle.train), seed=cfg.train.seed, rank=self.info.rank,
+                                   world=self.info.world, start=self.step * per_step)
+        dataset = SeededAugmentation(self.bundle.train, cfg.train.seed * 1000 + self.info.rank)
+        return build_loader(dataset, cfg.train.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+                            size_divisor=self.model.size_divisor, seed=cfg.train.seed, sampler=sampler)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "format": ckpt.FORMAT, **self.record, "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "ema_updates": int(self.ema.n_averaged) if self.ema is not None else 0,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+            "best": self.best, "best_stats": self.best_stats, "rng": ckpt.capture_rng(), "config": self.cfg.to_dict(),
+        }
+
+    def _save(self, name: str, payload: dict | None = None) -> None:
+        if self.info.is_main:
+            ckpt.save_atomic(payload or self._payload(), self.output_dir / name)
+
+    def _load(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+            self.ema.n_averaged.fill_(state.get("ema_updates", 0))
+        self.step = int(state["step"])
+        self.best = float(state.get("best", -math.inf))
+        self.best_stats = state.get("best_stats")
+        ckpt.restore_rng(state["rng"])
+        torch.manual_seed(self.cfg.train.seed + self.info.rank + 7_919 * self.step)
+        if self.info.is_main:
+            log.info("resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float] | None:
+        from scaledet.engine.evaluate import evaluate_coco_dataset
+
+        if self.bundle.val is None or self.bundle.val_annotations is None:
+            return None
+        model = self.ema.module if self.ema is not None else self.model
+        stats = evaluate_coco_dataset(model, self.bundle.val, self.bundle.val_annotations,
+                                      self.bundle.label_to_category_id, batch_size=self.cfg.eval.batch_size,
+                                      device=self.device, amp_dtype=self.amp_dtype, info=self.info,
+                                      results_path=self.output_dir / "val_results.json")
+        self.model.train()
+        return stats
+
+    def _maybe_keep_best(self, stats: dict[str, float] | None) -> None:
+        if not stats:
+            return
+        key = self.cfg.train.keep_best
+        if key not in stats:
+            raise ValueError(f"train.keep_best={key!r} is not an evaluation metric; have {', '.join(stats)}")
+        if stats[key] > self.best:
+            self.best, self.best_stats = stats[key], dict(stats)
+            self._save("best.pt")
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, Any]:
+        self._setup()
+        cfg = self.cfg
+        if self.info.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.output_dir / "config.yaml")
+        writer = self._writers()
+        self.model.train()
+        loader_iter = iter(self._loader())
+        nonfinite = 0
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (self.progress and self.info.is_main))
+        last_time, images_seen = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            if self.fail_at_step is not None and self.step == self.fail_at_step:
+                raise RuntimeError(f"injected failure at step {self.step}")
+            lr = learning_rate(cfg.optim, self.step, self.total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            losses, finite = self._optimizer_step(loader_iter)
+            images_seen += cfg.train.batch_size * cfg.train.accumulate * self.info.world
+            if not finite:
+                nonfinite += 1
+                warnings.warn(f"non-finite loss at step {self.step}; step skipped ({nonfinite} in a row)")
+                if nonfinite >= cfg.train.max_nonfinite:
+                    raise NonFiniteLossError(
+                        f"loss was not finite for {nonfinite} steps in a row (last at step {self.step}); stopping. "
+                        f"Checkpoints so far are kept in {self.output_dir}. Try a lower optim.lr, "
+                        f"optim.grad_clip, or train.amp=none")
+                continue
+            nonfinite = 0
+            self.step += 1
+            now = time.perf_counter()
+            ips = images_seen / max(now - last_time, 1e-9)
+            record = {"step": self.step, "lr": lr, **{k: float(v) for k, v in losses.items()}, "images_per_s": ips}
+            self.history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{ips:.1f}")
+            if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
+                writer(record)
+                last_time, images_seen = now, 0
+            if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < self.total_steps:
+                stats = self.evaluate()
+                self._log_eval(stats, writer)
+                self._maybe_keep_best(stats)
+            if self.step % cfg.train.checkpoint_every == 0:
+                self._save("last.pt")
+        bar.close()
+        stats = self.evaluate()
+        self._log_eval(stats, writer)
+        self._maybe_keep_best(stats)
+        self._save("last.pt")
+        barrier(self.info)
+        return {"step": self.step, "final": stats, "best": self.best_stats, "output_dir": str(self.output_dir)}
+
+    def _optimizer_step(self, loader_iter) -> tuple[dict[str, torch.Tensor], bool]:
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        finite = torch.ones((), device=self.device)
+        for micro in range(cfg.train.accumulate):
+            batch = next(loader_iter)
+            images = batch["images"].to(self.device, non_blocking=True)
+            if cfg.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            sync = micro == cfg.train.accumulate - 1 or not self.info.enabled
+            context = self.ddp_model.no_sync() if not sync else _nullcontext()
+            with context:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    outputs = self.ddp_model(images)
+                losses = self.model.loss(outputs, batch["targets"], batch["image_sizes"])
+                loss = losses["loss"] / cfg.train.accumulate
+                finite = finite * torch.isfinite(loss.detach()).float()
+                self.scaler.scale(torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)).backward()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0) + v.detach().float() / cfg.train.accumulate
+        # every rank must agree to skip, or DDP collectives would diverge
+        all_finite = bool(all_reduce_sum(finite, self.info).item() == self.info.world)
+        if not all_finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return totals, False
+        if cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return totals, True
+
+    # ------------------------------------------------------------------ logging
+    def _writers(self):
+        if not self.info.is_main:
+            return lambda record: None
+        csv_path = self.output_dir / "metrics.csv"
+        tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional at run time; CSV is always written
+            tb = None
+        self._tb = tb
+
+        def write(record: dict[str, float]) -> None:
+            new = not csv_path.exists()
+            with csv_path.open("a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(record))
+                if new:
+                    w.writeheader()
+                w.writerow(record)
+            if tb is not None:
+                for k, v in record.items():
+                    if k != "step":
+                        tb.add_scalar(k, v, int(record["step"]))
+                tb.flush()
+
+        return write
+
+    def _log_eval(self, stats: dict[str, float] | None, writer) -> None:
+        if not stats or not self.info.is_main:
+            return
+        path = self.output_dir / "eval.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", *stats])
+            if new:
+                w.writeheader()
+            w.writerow({"step": self.step, **stats})
+        if getattr(self, "_tb", None) is not None:
+            for k, v in stats.items():
+                self._tb.add_scalar(f"eval/{k}", v, self.step)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
