@@ -1,0 +1,368 @@
+"""PASCAL VOC detection (+ optional semantic segmentation) data, validated when built.
+
+Reads a ``VOCdevkit/VOC20xx``-style folder::
+
+    Annotations/<id>.xml            boxes, class names, difficult / truncated flags, image size
+    JPEGImages/<id>.jpg
+    SegmentationClass/<id>.png      palette PNG of class indices 0..20, 255 = void (optional)
+    ImageSets/Main/<split>.txt      or ImageSets/Segmentation/<split>.txt
+
+plus, optionally, an SBD-style folder of extra masks (``SegmentationClassAug``: ``<id>.png``
+holding class indices) used for images without an official mask.
+
+Box convention: VOC XML boxes are 1-based inclusive pixel indices. They become 0-based
+continuous xyxy as ``(xmin - 1, ymin - 1, xmax, ymax)``, so a box covering the whole image is
+``(0, 0, W, H)`` and its area is ``(x2 - x1) * (y2 - y1)``, the convention of
+:mod:`scaledet.eval.voc` (continuous areas, no "+1").
+
+Everything that can be checked without decoding pixels (XML syntax, class names, boxes, the
+presence of every image) is checked in ``__init__``, before any training step; errors name the
+file. Images and masks are decoded lazily in :meth:`VOCDetection.load_raw`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from scaledet.data.images import ImageError, load_image
+from scaledet.eval.voc import VOC_CLASSES
+
+__all__ = ["VOC_CLASSES", "MASK_IGNORE", "VOCAnnotationError", "VocRecord", "VOCDetection",
+           "parse_voc_xml", "read_image_set", "read_class_mask"]
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
+MASK_IGNORE = 255
+SEGMENTATION_MODES = ("auto", "required", "none")
+
+
+class VOCAnnotationError(ValueError):
+    """A VOC annotation, list or mask file that cannot be used as it is."""
+
+
+@dataclass
+class VocRecord:
+    """One parsed XML file. ``boxes`` are 0-based continuous xyxy (see the module docstring)."""
+
+    image_id: str
+    boxes: np.ndarray          # float32 [N, 4]
+    labels: np.ndarray         # int64 [N], 0..C-1
+    difficult: np.ndarray      # bool [N]
+    truncated: np.ndarray      # bool [N]
+    size: tuple[int, int] | None  # (H, W) from <size>, None when absent or zero
+    num_clipped: int = 0       # boxes that reached outside <size> and were clipped
+
+
+def _flag(obj: ET.Element, tag: str) -> bool:
+    text = (obj.findtext(tag) or "0").strip()
+    return text not in ("0", "", "false", "False")
+
+
+def _xml_size(root: ET.Element, path: Path) -> tuple[int, int] | None:
+    size = root.find("size")
+    if size is None:
+        return None
+    try:
+        width = int(float(size.findtext("width") or 0))
+        height = int(float(size.findtext("height") or 0))
+    except ValueError:
+        raise VOCAnnotationError(f"{path}: <size> has a non-numeric width/height") from None
+    return (height, width) if width > 0 and height > 0 else None
+
+
+def parse_voc_xml(path: str | Path, class_names: Sequence[str] = VOC_CLASSES, *,
+                  use_difficult: bool = True) -> VocRecord:
+    """Parse one VOC XML file; raises :class:`VOCAnnotationError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VOCAnnotationError(f"{path}: annotation file not found")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise VOCAnnotationError(f"{path}: malformed XML ({err})") from None
+    label_of = {name: k for k, name in enumerate(class_names)}
+    size = _xml_size(root, path)
+    boxes, labels, difficult, truncated = [], [], [], []
+    num_clipped = 0
+    # Only direct <object> children: person <part>s (head, hand, foot) are not objects.
+    for index, obj in enumerate(root.findall("object")):
+        name = (obj.findtext("name") or "").strip()
+        where = f"object #{index}" + (f" ({name})" if name else "")
+        if name not in label_of:
+            raise VOCAnnotationError(f"{path}: {where} has unknown class name {name!r} "
+                                     f"(expected one of {len(class_names)} classes: "
+                                     f"{', '.join(class_names[:3])}, ...)")
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise VOCAnnotationError(f"{path}: {where} has no <bndbox>")
+        coords = []
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            text = bndbox.findtext(tag)
+            try:
+                coords.append(float(text))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise VOCAnnotationError(f"{path}: {where} has no numeric <{tag}> "
+                                         f"(got {text!r})") from None
+        xmin, ymin, xmax, ymax = coords
+        box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+            raise VOCAnnotationError(
+                f"{path}: {where} has a degenerate box xmin={xmin:g} ymin={ymin:g} "
+                f"xmax={xmax:g} ymax={ymax:g} (1-based inclusive pixels; need xmax >= xmin, "
+                "ymax >= ymin)")
+        if size is not None:
+            height, width = size
+            clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                       min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+            if clipped != box:
+                num_clipped += 1
+                if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+                    raise VOCAnnotationError(
+                        f"{path}: {where} box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies "
+                        f"outside the {width}x{height} image given in <size>")
+                box = clipped
+        is_difficult = _flag(obj, "difficult")
+        if is_difficult and not use_difficult:
+            continue
+        boxes.append(box)
+        labels.append(label_of[name])
+        difficult.append(is_difficult)
+        truncated.append(_flag(obj, "truncated"))
+    return VocRecord(image_id=path.stem,
+                     boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                     labels=np.asarray(labels, np.int64),
+                     difficult=np.asarray(difficult, bool),
+                     truncated=np.asarray(truncated, bool),
+                     size=size, num_clipped=num_clipped)
+
+
+def read_image_set(path: str | Path) -> list[str]:
+    """Image ids from an ImageSets list; the first token of each non-empty line (so
+    ``<class>_<split>.txt`` files, whose lines are ``<id> <flag>``, read as their ids)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VOCAnnotationError(f"{path}: image-set list not found")
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise VOCAnnotationError(f"{path}: image-set list is empty")
+    return ids
+
+
+def read_class_mask(path: str | Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
+    """A class-index PNG as ``uint8 [H, W]``: values 0 (background), 1..num_classes, 255 (void).
+
+    Palette ("P") PNGs give their indices, grey ("L") PNGs (SBD SegmentationClassAug) their
+    values. Colour PNGs are refused: their RGB colours are not class indices.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+                raise VOCAnnotationError(f"{path}: mask PNG has mode {mode!r}; expected a "
+                                         "palette or grey image of class indices")
+            values = np.array(img)
+    except VOCAnnotationError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise VOCAnnotationError(f"{path}: cannot decode mask ({reason})") from err
+    valid = values[values != MASK_IGNORE]
+    if valid.size and (valid.min() < 0 or valid.max() > num_classes):
+        bad = int(valid.max() if valid.max() > num_classes else valid.min())
+        raise VOCAnnotationError(f"{path}: mask holds label {bad}; expected 0..{num_classes} "
+                                 f"or {MASK_IGNORE} (void)")
+    return values.astype(np.uint8)
+
+
+def _numeric_image_id(stem: str, index: int) -> int:
+    # "2007_000027" -> 2007000027 keeps ids stable across splits; other names use the index.
+    digits = stem.replace("_", "")
+    return int(digits) if re.fullmatch(r"\d{1,18}", digits) else index
+
+
+class VOCDetection(torch.utils.data.Dataset):
+    """Items ``(image, target)`` per docs/CONTRACTS.md from a VOC folder.
+
+    Args:
+        root: the ``VOC20xx`` folder (holding ``Annotations/`` and ``JPEGImages/``).
+        split: which ids: a name looked up as ``ImageSets/Main/<split>.txt``, else
+            ``ImageSets/Segmentation/<split>.txt``; ``"Segmentation/val"`` picks the folder
+            explicitly; a path to a ``.txt`` list (e.g. SBD ``train_aug.txt``) is read as is;
+            ``None`` (and no ``image_ids``) takes every ``Annotations/*.xml``.
+        image_ids: explicit ids instead of ``split``.
+        use_difficult: keep ``difficult`` objects (BlitzNet trains on them; the flag rides along
+            in ``target["difficult"]`` for evaluation).
+        segmentation: ``"auto"`` — use the mask when there is one, an all-255 (ignore) mask
+            otherwise, so that image adds no segmentation loss; ``"required"`` — every image must
+            have a mask (error at construction otherwise); ``"none"`` — masks are not read and
+            targets carry no ``"mask"`` (pure detection).
+        extra_masks_dir: SBD-style folder of ``<id>.png`` masks, used where
+            ``SegmentationClass/<id>.png`` is missing.
+
+    Targets: ``boxes`` float32 [N,4] (0-based continuous xyxy), ``labels`` int64 (0..19),
+    ``iscrowd`` (all False), ``difficult`` bool [N], ``image_id`` int, ``file_name``,
+    ``orig_size``, ``scale`` and ``mask`` int64 [H,W] (255 = ignore).
+    """
+
+    def __init__(self, root: str | Path, split: str | Path | None = None,
+                 transforms: Transform | None = None, *, image_ids: Sequence[str] | None = None,
+                 use_difficult: bool = True, segmentation: str = "auto",
+                 extra_masks_dir: str | Path | None = None,
+                 class_names: Sequence[str] = VOC_CLASSES) -> None:
+        if segmentation not in SEGMENTATION_MODES:
+            raise ValueError(f"segmentation must be one of {SEGMENTATION_MODES}, got {segmentation!r}")
+        if split is not None and image_ids is not None:
+            raise ValueError("give either split or image_ids, not both")
+        self.root = Path(root)
+        self.transforms = transforms
+        self.segmentation = segmentation
+        self.class_names = list(class_names)
+        self.extra_masks_dir = Path(extra_masks_dir) if extra_masks_dir is not None else None
+        if not (self.root / "Annotations").is_dir():
+            raise VOCAnnotationError(f"{self.root}: not a VOC folder (no Annotations/ inside)")
+        if self.extra_masks_dir is not None and not self.extra_masks_dir.is_dir():
+            raise VOCAnnotationError(f"{self.extra_masks_dir}: extra mask folder not found")
+
+        self.ids: list[str] = self._select_ids(split, image_ids)
+        if len(set(self.ids)) != len(self.ids):
+            dup = sorted({i for i in self.ids if self.ids.count(i) > 1})[:5]
+            raise VOCAnnotationError(f"{self.split_file or self.root}: duplicate image ids {dup}")
+        self.records = [parse_voc_xml(self.root / "Annotations" / f"{image_id}.xml",
+                                      self.class_names, use_difficult=use_difficult)
+                        for image_id in self.ids]
+        for image_id in self.ids:
+            path = self.image_path_of(image_id)
+            if not path.is_file():
+                raise ImageError(f"{path}: image file not found (listed in "
+                                 f"{self.split_file or self.root / 'Annotations'})")
+        self.mask_paths: list[Path | None] = [
+            self._find_mask(image_id) if segmentation != "none" else None for image_id in self.ids]
+        if segmentation == "required":
+            missing = [i for i, p in zip(self.ids, self.mask_paths) if p is None]
+            if missing:
+                raise VOCAnnotationError(
+                    f"{self.root / 'SegmentationClass'}: no mask for {len(missing)} of {len(self.ids)} "
+                    f"images (first: {missing[0]}.png) and segmentation='required'")
+        self.num_clipped_boxes = sum(r.num_clipped for r in self.records)
+        if self.num_clipped_boxes:
+            message = (f"{self.root / 'Annotations'}: clipped {self.num_clipped_boxes} boxes "
+                       "reaching outside the image <size>")
+            warnings.warn(message, stacklevel=2)
+            log.warning(message)
+
+    # -- construction ------------------------------------------------------------------------
+    def _select_ids(self, split: str | Path | None, image_ids: Sequence[str] | None) -> list[str]:
+        self.split_file: Path | None = None
+        if image_ids is not None:
+            ids = [str(i) for i in image_ids]
+            if not ids:
+                raise ValueError("image_ids is empty")
+            return ids
+        if split is None:
+            paths = sorted((self.root / "Annotations").glob("*.xml"))
+            if not paths:
+                raise VOCAnnotationError(f"{self.root / 'Annotations'}: no .xml annotation files")
+            return [p.stem for p in paths]
+        split_path = Path(split)
+        if split_path.suffix == ".txt":
+            candidates = [split_path]
+        elif "/" in str(split):
+            candidates = [self.root / "ImageSets" / f"{split}.txt"]
+        else:
+            candidates = [self.root / "ImageSets" / sub / f"{split}.txt"
+                          for sub in ("Main", "Segmentation")]
+        for candidate in candidates:
+            if candidate.is_file():
+                self.split_file = candidate
+                return read_image_set(candidate)
+        tried = " or ".join(str(c) for c in candidates)
+        raise VOCAnnotationError(f"split {str(split)!r}: list not found ({tried})")
+
+    def _find_mask(self, image_id: str) -> Path | None:
+        official = self.root / "SegmentationClass" / f"{image_id}.png"
+        if official.is_file():
+            return official
+        if self.extra_masks_dir is not None:
+            extra = self.extra_masks_dir / f"{image_id}.png"
+            if extra.is_file():
+                return extra
+        return None
+
+    # -- items -------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_masked(self) -> int:
+        """How many images have a real (not all-ignore) mask."""
+        return sum(p is not None for p in self.mask_paths)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path_of(self, image_id: str) -> Path:
+        return self.root / "JPEGImages" / f"{image_id}.jpg"
+
+    def image_path(self, index: int) -> Path:
+        return self.image_path_of(self.ids[index])
+
+    def load_raw(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``(uint8 [3,H,W] image, target in original pixels)`` with ``scale == (1.0, 1.0)``."""
+        record = self.records[index]
+        path = self.image_path(index)
+        image = load_image(path)
+        height, width = (int(s) for s in image.shape[-2:])
+        if record.size is not None and record.size != (height, width):
+            xml_h, xml_w = record.size
+            raise ImageError(f"{path}: decoded size {height}x{width} (HxW, after EXIF rotation) "
+                             f"differs from <size> {xml_h}x{xml_w} in {record.image_id}.xml")
+        boxes = torch.from_numpy(record.boxes.copy())
+        if record.size is None:  # nothing was clipped at parse time
+            boxes[:, 0::2].clamp_(0, width)
+            boxes[:, 1::2].clamp_(0, height)
+        target: dict[str, Any] = {
+            "boxes": boxes,
+            "labels": torch.from_numpy(record.labels.copy()),
+            "iscrowd": torch.zeros(len(record.labels), dtype=torch.bool),
+            "difficult": torch.from_numpy(record.difficult.copy()),
+            "image_id": _numeric_image_id(record.image_id, index),
+            "file_name": path.name,
+            "orig_size": (height, width),
+            "scale": (1.0, 1.0),
+        }
+        if self.segmentation != "none":
+            target["mask"] = self._load_mask(index, height, width)
+        return image, target
+
+    def _load_mask(self, index: int, height: int, width: int) -> torch.Tensor:
+        mask_path = self.mask_paths[index]
+        if mask_path is None:
+            return torch.full((height, width), MASK_IGNORE, dtype=torch.int64)
+        values = read_class_mask(mask_path, self.num_classes)
+        if values.shape != (height, width):
+            raise VOCAnnotationError(f"{mask_path}: mask size {values.shape[0]}x{values.shape[1]} "
+                                     f"(HxW) differs from its image {height}x{width}")
+        return torch.from_numpy(values).to(torch.int64)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image, target = self.load_raw(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        num_boxes = sum(len(r.labels) for r in self.records)
+        return (f"VOCDetection({self.root}, {len(self)} images, {num_boxes} boxes, "
+                f"{self.num_masked} with masks)")
