@@ -68,3 +68,30 @@ def evaluate_coco_dataset(model, dataset: Dataset, annotations: Path, label_to_c
             results_path.write_text(json.dumps(results))
         stats = evaluate_coco(annotations, results) if results else {k: 0.0 for k in COCO_STAT_NAMES}
     return gather_objects(stats, info)[0]
+
+
+def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: Path | None = None,
+                        progress: bool = True) -> dict[str, Any]:
+    """Evaluate a checkpoint on the validation split a config names; returns the metric dict."""
+    from scaledet.data.factory import build_datasets
+    from scaledet.engine.inference import model_from_checkpoint
+
+    model = model_from_checkpoint(checkpoint, device)
+    bundle = build_datasets(cfg.data, train=False, val=True)
+    if cfg.eval.max_images:
+        bundle.val = Subset(bundle.val, range(min(cfg.eval.max_images, len(bundle.val))))
+    bundle.set_transforms(cfg.data, image_size=cfg.model.image_size or model.default_image_size,
+                          mean=model.pixel_mean, std=model.pixel_std)
+    if cfg.eval.score_threshold is not None:
+        model.postprocessor.score_threshold = cfg.eval.score_threshold
+    if cfg.eval.metric == "voc":
+        from scaledet.engine.evaluate_voc import evaluate_voc_dataset
+
+        return evaluate_voc_dataset(model, bundle.val, batch_size=cfg.eval.batch_size, device=device,
+                                    metric=cfg.eval.voc_metric, class_names=bundle.class_names, progress=progress)
+    label_map = getattr(model, "label_to_category_id", None) or bundle.label_to_category_id
+    results_path = (output or checkpoint.parent) / "results.json"
+    stats = evaluate_coco_dataset(model, bundle.val, bundle.val_annotations, label_map,
+                                  batch_size=cfg.eval.batch_size, device=device, results_path=results_path,
+                                  progress=progress)
+    return {"stats": stats, "results_path": str(results_path)}

@@ -82,3 +82,23 @@ def predict_images(model, images: Any, *, score_threshold: float | None = None, 
     finally:
         model.train(was_training)
     return results
+
+
+def model_from_checkpoint(path, device: torch.device | str = "cpu", *, use_ema: bool = True):
+    """Rebuild a model from a scaledet checkpoint alone (name + builder args are stored in it)."""
+    from scaledet.engine.checkpoint import CheckpointError, load_checkpoint
+    from scaledet.registry import create_model
+
+    state = load_checkpoint(path)
+    if "model_name" not in state:
+        raise CheckpointError(f"{path}: checkpoint lacks 'model_name'; was it written by scaledet?")
+    model = create_model(state["model_name"], **dict(state.get("model_args") or {}))
+    weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit {state['model_name']}: "
+                              f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                              f"(e.g. {unexpected[:2]})")
+    model.class_names = state.get("class_names")
+    model.label_to_category_id = state.get("label_to_category_id")
+    return model.to(device).eval()

@@ -178,7 +178,6 @@ class Trainer:
         self.best = float(state.get("best", -math.inf))
         self.best_stats = state.get("best_stats")
         ckpt.restore_rng(state["rng"])
-        torch.manual_seed(self.cfg.train.seed + self.info.rank + 7_919 * self.step)
         if self.info.is_main:
             log.info("resumed from %s at step %d", path, self.step)
 

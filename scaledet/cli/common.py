@@ -1,0 +1,30 @@
+"""Pieces shared by the sub-commands: config options, device option, help formatting."""
+from __future__ import annotations
+
+import argparse
+
+from scaledet.cli.main import add_common_arguments
+
+
+def new_parser(subparsers, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="example:\n" + example)
+    add_common_arguments(parser)
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("config", nargs=None if required else "?", help="YAML config file (see configs/)")
+    add_set_argument(parser)
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value with a dotted key, e.g. --set train.total_steps=10 "
+                             "(repeatable)")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where to run; auto picks a GPU when there is one (default: auto)")

@@ -1,0 +1,43 @@
+"""``scaledet eval CONFIG --checkpoint CKPT``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scaledet.cli.common import add_config_arguments, add_device_argument, new_parser
+
+EXAMPLE = """  scaledet eval configs/retinanet_spinenet49s_coco.yaml --checkpoint runs/49s/best.pt \\
+      --set data.val_images=coco/val2017 --set data.val_annotations=coco/annotations/instances_val2017.json
+  scaledet eval configs/blitznet300_r50_voc.yaml --checkpoint runs/blitz/last.pt --json
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = new_parser(subparsers, "eval", "evaluate a checkpoint on a config's validation split", EXAMPLE)
+    add_config_arguments(p)
+    p.add_argument("--checkpoint", required=True, help="scaledet checkpoint (.pt)")
+    p.add_argument("--output", default=None, help="folder for results.json (default: next to the checkpoint)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from scaledet.config import load_config
+    from scaledet.engine.distributed import resolve_device
+    from scaledet.engine.evaluate import evaluate_checkpoint
+
+    cfg = load_config(args.config, args.overrides)
+    result = evaluate_checkpoint(cfg, Path(args.checkpoint), device=resolve_device(args.device),
+                                 output=Path(args.output) if args.output else None, progress=not args.json)
+    if args.json:
+        print(json.dumps(result.get("stats", result)))
+    elif "stats" in result:
+        from scaledet.eval.coco import format_coco_table
+
+        print(format_coco_table(result["stats"]))
+        print(f"COCO results written to {result['results_path']}")
+    else:
+        print(f"mAP  {result['mAP']:.4f}  ({result['metric']})")
+        print(f"mIoU {result['mIoU']:.4f}")
+    return 0

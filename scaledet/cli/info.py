@@ -1,0 +1,69 @@
+"""``scaledet info MODEL``: parameters, multiply-adds, anchors and output levels."""
+from __future__ import annotations
+
+import json
+
+from scaledet.cli.common import new_parser
+
+EXAMPLE = """  scaledet info retinanet_spinenet49s --image-size 640 --num-classes 91
+  scaledet info retinanet_nasfpn_r50 --json
+  scaledet info --list
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = new_parser(subparsers, "info", "print a model's size, cost and output levels", EXAMPLE)
+    p.add_argument("model", nargs="?", help="registered model name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the registered models")
+    p.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's own)")
+    p.add_argument("--num-classes", type=int, default=None, help="number of classes (default: the model's own)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def describe(name: str, image_size: int | None = None, num_classes: int | None = None) -> dict:
+    import torch
+
+    from scaledet.registry import builder_arguments, create_model
+    from scaledet.utils.flops import count_macs, count_params
+
+    kwargs = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if image_size is not None and "image_size" in builder_arguments(name):
+        kwargs["image_size"] = image_size
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    size = image_size or model.default_image_size
+    info = {"model": name, "image_size": size, "num_classes": model.num_classes,
+            "params": count_params(model), "macs": count_macs(model, size, device="meta")}
+    if hasattr(model, "num_anchors"):
+        info["anchors"] = model.num_anchors(size, size)
+    elif hasattr(model, "anchor_generator"):
+        info["anchors"] = model.anchor_generator.num_anchors(size, size)
+    levels = getattr(model, "feature_info", None)
+    if levels:
+        info["levels"] = [{"level": f.level, "stride": f.stride, "channels": f.channels} for f in levels]
+    return info
+
+
+def run(args) -> int:
+    from scaledet.registry import list_models
+
+    if args.list or not args.model:
+        names = list_models()
+        print(json.dumps(names) if args.json else "\n".join(names))
+        return 0
+    info = describe(args.model, args.image_size, args.num_classes)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"model       {info['model']}")
+    print(f"input       {info['image_size']}x{info['image_size']}, {info['num_classes']} classes")
+    print(f"params      {info['params']:,} ({info['params'] / 1e6:.2f} M)")
+    print(f"mult-adds   {info['macs']:,} ({info['macs'] / 1e9:.2f} B)")
+    if "anchors" in info:
+        print(f"anchors     {info['anchors']:,}")
+    for lv in info.get("levels", []):
+        print(f"  P{lv['level']}  stride {lv['stride']:>3}  channels {lv['channels']}")
+    return 0

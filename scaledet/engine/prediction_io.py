@@ -1,0 +1,98 @@
+"""Turning predictions into files people look at: a JSON of detections and drawn images."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from tqdm import tqdm
+
+from scaledet.data.images import load_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    images: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{item}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            images.extend(found)
+        elif item.is_file():
+            images.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such image file or folder")
+    return images
+
+
+def predictor_for(backend: str, *, checkpoint: str | None, onnx_model: str | None, device: str = "auto"):
+    """An object with ``predict(images, score_threshold=, image_size=, batch_size=)`` and ``class_names``."""
+    if backend == "onnxruntime":
+        if not onnx_model:
+            raise ValueError("--backend onnxruntime needs --model MODEL.onnx")
+        from scaledet.export.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(onnx_model)
+    if not checkpoint:
+        raise ValueError("--backend torch needs --checkpoint CKPT")
+    from scaledet.engine.distributed import resolve_device
+    from scaledet.engine.inference import model_from_checkpoint
+
+    return model_from_checkpoint(checkpoint, resolve_device(device))
+
+
+def _palette(n: int) -> list[tuple[int, int, int]]:
+    g = torch.Generator().manual_seed(1)
+    return [tuple(int(c) for c in torch.randint(40, 256, (3,), generator=g)) for _ in range(max(n, 1))]
+
+
+def draw(image: torch.Tensor, det: dict, class_names: Sequence[str] | None) -> torch.Tensor:
+    names = list(class_names or [])
+    colours = _palette(max(len(names), int(det["labels"].max()) + 1 if len(det["labels"]) else 1) + 1)
+    if "masks" in det:
+        seg = det["masks"]
+        classes = [c for c in seg.unique().tolist() if 0 < c < 255]
+        if classes:
+            stack = torch.stack([seg == c for c in classes])
+            image = draw_segmentation_masks(image, stack, alpha=0.45, colors=[colours[c] for c in classes])
+    if len(det["boxes"]) == 0:
+        return image
+    labels = [f"{names[int(l)] if int(l) < len(names) else int(l)} {float(s):.2f}"
+              for l, s in zip(det["labels"], det["scores"])]
+    return draw_bounding_boxes(image, det["boxes"], labels=labels, colors=[colours[int(l)] for l in det["labels"]],
+                               width=max(2, image.shape[-1] // 300))
+
+
+def write_predictions(predictor, images: Sequence[Path], output: str | Path, *, score_threshold: float,
+                      image_size: int | None = None, batch_size: int = 4, progress: bool = True) -> Path:
+    from PIL import Image
+
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = getattr(predictor, "class_names", None)
+    records = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", disable=not progress, dynamic_ncols=True):
+        chunk = images[start:start + batch_size]
+        dets = predictor.predict(chunk, score_threshold=score_threshold, image_size=image_size,
+                                 batch_size=batch_size)
+        for path, det in zip(chunk, dets):
+            pixels = load_image(path)
+            drawn = draw(pixels, det, names)
+            stem = path.stem
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{stem}.png")
+            entry = {"image": str(path), "detections": [
+                {"box_xyxy": [round(float(v), 2) for v in box], "score": round(float(s), 4), "label": int(l),
+                 "class_name": names[int(l)] if names and int(l) < len(names) else str(int(l))}
+                for box, s, l in zip(det["boxes"], det["scores"], det["labels"])]}
+            if "masks" in det:
+                mask_path = out_dir / f"{stem}_mask.png"
+                Image.fromarray(det["masks"].to(torch.uint8).numpy(), mode="L").save(mask_path)
+                entry["mask"] = str(mask_path)
+            records.append(entry)
+    path = out_dir / "detections.json"
+    path.write_text(json.dumps(records, indent=1))
+    return path
