@@ -1,0 +1,167 @@
+"""BlitzNet (Dvornik et al., ICCV 2017): joint SSD-style detection and semantic segmentation
+from one ResNet + down-scale/ResSkip up-scale network (facts: BLITZNET.md).
+
+The detector is assembled from parts passed in as objects: trunk, streams, detection head,
+segmentation head, default boxes, criterion and post-processor.
+
+Class conventions: ``num_classes`` counts foreground classes. Internally (``conf`` and ``seg``
+channels) class 0 is background and dataset label ``l`` is channel ``l + 1``; the semantic
+``mask`` targets and outputs use the same values (0 background, label + 1, 255 ignore), while
+detection labels returned by ``postprocess`` are 0-based foreground labels like the data set's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from scaledet.models.backbones.blitz_resnet import BLITZ_NORM, BlitzResNet, load_pretrained
+from scaledet.models.common import FeatureInfo, NormSettings
+from scaledet.models.detectors.base import Detector
+from scaledet.models.heads.seg_head import SegHead
+from scaledet.models.heads.ssd_head import SSDHead
+from scaledet.models.necks.blitz_streams import BlitzStreams
+from scaledet.ops.box_coder import BoxCoder
+from scaledet.ops.default_boxes import DefaultBoxes
+from scaledet.ops.matcher import IoUMatcher
+from scaledet.ops.ssd_criterion import SSDCriterion
+from scaledet.ops.ssd_postprocess import SSDPostProcessor
+from scaledet.registry import register_model
+
+# Reference: RGB [0,1] -> x255 -> BGR -> subtract mean, no std (BLITZNET.md §1.1). Expressed
+# here on the [0,1] scale in RGB order (our loaders give RGB; the trunk is not BGR-specific).
+BLITZNET_MEAN = (123.151630838 / 255, 115.902882574 / 255, 103.062623801 / 255)
+BLITZNET_STD = (1 / 255, 1 / 255, 1 / 255)
+
+
+class BlitzNet(Detector):
+    def __init__(self, backbone: nn.Module, streams: BlitzStreams, det_head: SSDHead, seg_head: SegHead,
+                 default_boxes: DefaultBoxes, criterion: SSDCriterion, postprocessor: SSDPostProcessor, *,
+                 num_classes: int, default_image_size: int, pixel_mean: tuple[float, float, float] = BLITZNET_MEAN,
+                 pixel_std: tuple[float, float, float] = BLITZNET_STD, class_names: list[str] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.streams = streams
+        self.det_head = det_head
+        self.seg_head = seg_head
+        self.default_boxes = default_boxes
+        self.criterion = criterion
+        self.postprocessor = postprocessor
+        self.num_classes = num_classes
+        self.default_image_size = default_image_size
+        self.size_divisor = 1
+        self.pixel_mean = tuple(pixel_mean)
+        self.pixel_std = tuple(pixel_std)
+        self.class_names = class_names
+        if len(streams.feature_info) != len(default_boxes.scales) - 1:
+            raise ValueError(f"{len(streams.feature_info)} source maps but default boxes for "
+                             f"{len(default_boxes.scales) - 1}")
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        return self.streams.feature_info
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        sources = self.streams(self.backbone(images))
+        loc, conf = self.det_head(sources)
+        return {"loc": loc, "conf": conf, "seg": self.seg_head(sources)}
+
+    def input_size(self, image_sizes) -> tuple[int, int]:
+        """The padded network input (h, w): the largest image (size_divisor is 1)."""
+        if image_sizes is None:
+            return self.default_image_size, self.default_image_size
+        sizes = torch.as_tensor(image_sizes) if not isinstance(image_sizes, torch.Tensor) else image_sizes
+        sizes = sizes.reshape(-1, 2)
+        return int(sizes[:, 0].max()), int(sizes[:, 1].max())
+
+    def anchors(self, input_hw: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Normalised default boxes ``[N, 4]`` for a network input of ``input_hw``."""
+        return self.default_boxes(self.streams.source_sizes(*input_hw), device=device)
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: list[dict], image_sizes=None) -> dict[str, torch.Tensor]:
+        input_hw = self.input_size(image_sizes)
+        anchors = self.anchors(input_hw, outputs["conf"].device)
+        return self.criterion(outputs["loc"], outputs["conf"], outputs.get("seg"), anchors, targets, input_hw)
+
+    def postprocess(self, outputs: dict[str, torch.Tensor], image_sizes=None) -> dict[str, torch.Tensor]:
+        input_hw = self.input_size(image_sizes)
+        conf = outputs["conf"]
+        anchors = self.anchors(input_hw, conf.device)
+        if anchors.shape[0] != conf.shape[1]:
+            raise ValueError(f"{conf.shape[1]} box predictions but {anchors.shape[0]} default boxes for input "
+                             f"size {input_hw}; pass the image_sizes the model was run on")
+        sizes = None if image_sizes is None else self.image_sizes_tensor(image_sizes, conf).reshape(-1, 2)
+        return self.postprocessor(outputs["loc"], conf, anchors, input_hw, sizes, outputs.get("seg"))
+
+
+def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4: bool,
+                   num_down_blocks: int | None = None, top_fm: int = 512, down_channels: int = 2048,
+                   down_bottleneck: int = 512, seg_channels: int = 64, seg_kernel: int = 1,
+                   anchor_scales: tuple[float, float, float] | None = None,
+                   aspect_ratios: tuple[float, ...] = (2.0, 3.0), match_iou: float = 0.5,
+                   neg_pos_ratio: float = 3.0, seg_weight: float = 1.0, score_threshold: float = 0.01,
+                   pre_nms_topk: int = 400, nms_iou: float = 0.45, max_per_class: int | None = 50,
+                   max_detections: int = 200, norm: NormSettings | dict | None = None,
+                   pixel_mean: tuple[float, float, float] = BLITZNET_MEAN,
+                   pixel_std: tuple[float, float, float] = BLITZNET_STD,
+                   class_names: list[str] | None = None) -> BlitzNet:
+    """BlitzNet with the reference defaults (BLITZNET.md §1-2) unless told otherwise.
+
+    ``num_down_blocks`` None: 4 for inputs >= 512 (block5-8), else 3 (block5-7).
+    ``anchor_scales`` None: the reference (smallest, min, max) for the number of source maps."""
+    norm = NormSettings(**norm) if isinstance(norm, dict) else (norm or BLITZ_NORM)
+    if num_down_blocks is None:
+        num_down_blocks = 4 if image_size >= 512 else 3
+    streams = BlitzStreams(backbone.feature_info, num_down_blocks=num_down_blocks, x4=x4, top_fm=top_fm,
+                           down_channels=down_channels, down_bottleneck=down_bottleneck, norm=norm)
+    sources = streams.feature_info
+    boxes = DefaultBoxes.blitznet(len(sources), anchor_scales, aspect_ratios)
+    det_head = SSDHead(sources, num_classes + 1, boxes.boxes_per_location)
+    seg_head = SegHead(sources, num_classes + 1, base_channels=seg_channels, first_kernel=seg_kernel)
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))  # SSD variances 0.1 / 0.2
+    criterion = SSDCriterion(num_classes, coder, IoUMatcher(match_iou, match_iou, "force_best_anchor"),
+                             neg_pos_ratio=neg_pos_ratio, seg_weight=seg_weight)
+    post = SSDPostProcessor(coder, score_threshold=score_threshold, pre_nms_topk=pre_nms_topk, nms_iou=nms_iou,
+                            max_per_class=max_per_class, max_detections=max_detections)
+    return BlitzNet(backbone, streams, det_head, seg_head, boxes, criterion, post, num_classes=num_classes,
+                    default_image_size=image_size, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                    class_names=class_names)
+
+
+def _resnet50(pretrained: str | Path | None, norm: NormSettings | dict | None) -> BlitzResNet:
+    norm = NormSettings(**norm) if isinstance(norm, dict) else (norm or BLITZ_NORM)
+    trunk = BlitzResNet((3, 4, 6, 3), (64, 128, 256, 512), norm=norm)
+    if pretrained is not None:
+        load_pretrained(trunk, pretrained)
+    return trunk
+
+
+@register_model(forwards_to=build_blitznet)
+def blitznet300_r50(*, num_classes: int = 20, x4: bool = True, image_size: int = 300,
+                    pretrained_backbone: str | None = None, norm: NormSettings | dict | None = None,
+                    **kwargs) -> BlitzNet:
+    """BlitzNet300 (x4): 45,390 default boxes; 78.5 VOC07 mAP published (07+12)."""
+    return build_blitznet(_resnet50(pretrained_backbone, norm), num_classes=num_classes, x4=x4,
+                          image_size=image_size, norm=norm, **kwargs)
+
+
+@register_model(forwards_to=build_blitznet)
+def blitznet512_r50(*, num_classes: int = 20, x4: bool = False, image_size: int = 512,
+                    pretrained_backbone: str | None = None, norm: NormSettings | dict | None = None,
+                    **kwargs) -> BlitzNet:
+    """BlitzNet512 (no x4): 32,766 default boxes; 80.7 VOC07 mAP published (07+12)."""
+    return build_blitznet(_resnet50(pretrained_backbone, norm), num_classes=num_classes, x4=x4,
+                          image_size=image_size, norm=norm, **kwargs)
+
+
+@register_model(forwards_to=build_blitznet)
+def blitznet_tiny(*, num_classes: int = 20, x4: bool = True, image_size: int = 128,
+                  norm: NormSettings | dict | None = None, top_fm: int = 64, down_channels: int = 128,
+                  down_bottleneck: int = 32, seg_channels: int = 16, **kwargs) -> BlitzNet:
+    """BlitzNet wiring with one narrow unit per trunk stage: a CPU-sized model for tests/demos."""
+    norm = NormSettings(**norm) if isinstance(norm, dict) else (norm or BLITZ_NORM)
+    trunk = BlitzResNet((1, 1, 1, 1), (8, 16, 24, 32), stem_channels=16, norm=norm)
+    return build_blitznet(trunk, num_classes=num_classes, x4=x4, image_size=image_size, norm=norm, top_fm=top_fm,
+                          down_channels=down_channels, down_bottleneck=down_bottleneck,
+                          seg_channels=seg_channels, **kwargs)
