@@ -40,7 +40,7 @@ class DataConfig:
     val_split: str = "val"
     train_pattern: str | None = None  # tfrecord shards, e.g. /data/coco/train-*
     val_pattern: str | None = None
-    augment: str = "scale_jitter"  # scale_jitter (RetinaNet/TPU) | ssd (BlitzNet)
+    augment: str = "scale_jitter"  # scale_jitter (RetinaNet/TPU) | ssd (BlitzNet) | resize (none)
     scale_min: float = 0.5
     scale_max: float = 2.0
     hflip: float = 0.5

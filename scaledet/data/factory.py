@@ -20,12 +20,14 @@ class DataBundle:
     label_to_category_id: list[int] | None  # for COCO results files
     val_annotations: Path | None  # COCO ground truth of the validation split
 
-    def set_transforms(self, cfg: DataConfig, *, image_size: int, mean, std) -> None:
-        """Attach transforms once the model (and so its input size and normalisation) is known."""
+    def set_transforms(self, cfg: DataConfig, model) -> None:
+        """Attach transforms once the model (its input size, normalisation, resize) is known."""
+        size, mean, std = model.default_image_size, model.pixel_mean, model.pixel_std
+        square = getattr(model, "resize_mode", "long_side") == "square"
         if self.train is not None:
-            _base(self.train).transforms = _pick_train_transform(cfg, image_size, mean, std)
+            _base(self.train).transforms = _pick_train_transform(cfg, size, mean, std, square)
         if self.val is not None:
-            _base(self.val).transforms = _pick_eval_transform(cfg, image_size, mean, std)
+            _base(self.val).transforms = eval_transform(size, mean, std, square)
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -34,20 +36,23 @@ def _base(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def _pick_train_transform(cfg: DataConfig, image_size: int, mean, std):
+def _pick_train_transform(cfg: DataConfig, image_size: int, mean, std, square: bool):
     if cfg.augment == "ssd":
         from scaledet.data.ssd_transforms import SSDTrainTransform
 
         return SSDTrainTransform(image_size, mean, std)
+    if cfg.augment == "resize":  # no augmentation: the evaluation resize (overfitting checks)
+        return eval_transform(image_size, mean, std, square)
     if cfg.augment == "scale_jitter":
         from scaledet.data.transforms import TrainTransform
 
         return TrainTransform(image_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip, mean=mean, std=std)
-    raise ValueError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd")
+    raise ValueError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd, resize")
 
 
-def _pick_eval_transform(cfg: DataConfig, image_size: int, mean, std):
-    if cfg.augment == "ssd":
+def eval_transform(image_size: int, mean, std, square: bool):
+    """The evaluation resize: the long side to ``image_size`` (RetinaNet) or a square (SSD)."""
+    if square:
         from scaledet.data.ssd_transforms import SSDEvalTransform
 
         return SSDEvalTransform(image_size, mean, std)

@@ -1,4 +1,5 @@
-"""torchrun / DistributedDataParallel plumbing: process group set-up, rank helpers, gathering."""
+"""torchrun / DistributedDataParallel plumbing: process group set-up, rank helpers, gathering,
+synchronised BatchNorm on any device."""
 from __future__ import annotations
 
 import datetime
@@ -7,6 +8,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
+
+# Bounds every collective; overridable because a slow rank-0 step (COCO evaluation of a large
+# validation set, saving a big checkpoint) must fit inside it while the other ranks wait.
+DEFAULT_TIMEOUT_S = 300.0
+TIMEOUT_ENV = "SCALEDET_DIST_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -24,14 +31,21 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device: torch.device, timeout_s: float = 120.0) -> DistInfo:
+def init_distributed(device: torch.device, timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes in the environment; a no-op otherwise.
 
-    The timeout bounds every collective, so a dead peer turns into an error instead of a hang.
+    The timeout (``timeout_s``, else $SCALEDET_DIST_TIMEOUT, else 300 s) bounds every collective,
+    so a peer that hangs turns into an error instead of a hang.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    if timeout_s is None:
+        raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+        try:
+            timeout_s = float(raw)
+        except ValueError:
+            raise ValueError(f"${TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
@@ -60,6 +74,11 @@ def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value
 
 
+def restart_count() -> int:
+    """How many times torchrun (torchelastic) has restarted this job's workers; 0 on the first try."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
 def gather_objects(obj, info: DistInfo) -> list:
     """Every rank's ``obj`` on every rank (evaluation results are small, compact lists)."""
     if not info.enabled:
@@ -77,3 +96,75 @@ def barrier(info: DistInfo) -> None:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+class _DifferentiableAllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of a sum over processes is again a sum over processes.
+
+    Hand-written because ``torch.distributed.nn.functional.all_reduce`` is deprecated and the
+    functional-collectives replacement has no autograd support for all_reduce.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, group=group)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class ProcessGroupBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics span the whole process group, for CPU (gloo) runs.
+
+    ``nn.SyncBatchNorm`` refuses CPU tensors (and DDP refuses it on CPU modules), so this is written
+    by hand: mean and variance are computed in two passes over all processes' samples, exactly the
+    statistics of one batch holding every process's samples, and gradients flow through them. Same
+    parameters and buffers as BatchNorm2d, so checkpoints load into plain models. Evaluation and
+    single-process runs use the ordinary BatchNorm2d path.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as BatchNorm2d does
+                factor = 1.0 / float(self.num_batches_tracked)
+        group = dist.group.WORLD
+        x32 = x.float()
+        dims = (0, 2, 3)
+        local_count = x32.new_full((1,), x32.numel() / x32.shape[1])
+        first = _DifferentiableAllReduceSum.apply(torch.cat([x32.sum(dims), local_count]), group)
+        count = first[-1].detach()
+        mean = first[:-1] / count
+        centred = x32 - mean[None, :, None, None]
+        var = _DifferentiableAllReduceSum.apply(centred.square().sum(dims), group) / count
+        out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+                unbiased = var.detach() * count / max(float(count) - 1.0, 1.0)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return out.to(x.dtype)
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Batch statistics over all processes: ``nn.SyncBatchNorm`` on accelerators, else
+    :class:`ProcessGroupBatchNorm2d`."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            # Same state, different forward: re-classing keeps parameters, buffers and hooks.
+            module.__class__ = ProcessGroupBatchNorm2d
+    return model

@@ -80,8 +80,7 @@ def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: 
     bundle = build_datasets(cfg.data, train=False, val=True)
     if cfg.eval.max_images:
         bundle.val = Subset(bundle.val, range(min(cfg.eval.max_images, len(bundle.val))))
-    bundle.set_transforms(cfg.data, image_size=cfg.model.image_size or model.default_image_size,
-                          mean=model.pixel_mean, std=model.pixel_std)
+    bundle.set_transforms(cfg.data, model)
     if cfg.eval.score_threshold is not None:
         model.postprocessor.score_threshold = cfg.eval.score_threshold
     if cfg.eval.metric == "voc":

@@ -13,14 +13,10 @@ from scaledet.data.images import load_image, to_rgb_tensor
 
 def eval_transform_for(model, image_size: int | None = None):
     """The evaluation transform matching how the model was trained (long side or square)."""
-    size = image_size or model.default_image_size
-    if getattr(model, "resize_mode", "long_side") == "square":
-        from scaledet.data.ssd_transforms import SSDEvalTransform
+    from scaledet.data.factory import eval_transform
 
-        return SSDEvalTransform(size, model.pixel_mean, model.pixel_std)
-    from scaledet.data.transforms import EvalTransform
-
-    return EvalTransform(size, model.pixel_mean, model.pixel_std)
+    square = getattr(model, "resize_mode", "long_side") == "square"
+    return eval_transform(image_size or model.default_image_size, model.pixel_mean, model.pixel_std, square)
 
 
 def _as_list(images: Any) -> list:

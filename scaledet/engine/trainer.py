@@ -3,9 +3,12 @@ periodic evaluation with keep-best, atomic checkpoints and exact resume."""
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
+import os
 import re
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +22,10 @@ from scaledet.config import Config, save_config
 from scaledet.data.collate import build_loader
 from scaledet.data.factory import DataBundle, build_datasets
 from scaledet.engine import checkpoint as ckpt
-from scaledet.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, resolve_device
+from scaledet.engine.distributed import (
+    DistInfo, all_reduce_sum, barrier, convert_sync_batchnorm, gather_objects, init_distributed, resolve_device,
+    restart_count,
+)
 from scaledet.engine.sampling import ResumableSampler, SeededAugmentation
 from scaledet.engine.schedules import learning_rate
 from scaledet.registry import builder_arguments, create_model
@@ -32,6 +38,26 @@ class NonFiniteLossError(RuntimeError):
 
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Fault injection for tests and drills of the failure handling (docs/DISTRIBUTED.md).
+FAIL_AT_STEP_ENV = "SCALEDET_FAIL_AT_STEP"  # fail when this optimizer step is about to run
+FAIL_RANK_ENV = "SCALEDET_FAIL_RANK"  # only on this rank (default: every rank)
+FAIL_MODE_ENV = "SCALEDET_FAIL_MODE"  # raise (an exception, default) | kill (SIGKILL itself)
+
+
+def injected_failure_from_env(rank: int) -> tuple[int | None, str]:
+    """``(step, mode)`` of the failure the environment asks of this rank; only on a job's first
+    attempt, so that a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) runs clean."""
+    raw = os.environ.get(FAIL_AT_STEP_ENV)
+    if not raw or restart_count() > 0:
+        return None, "raise"
+    wanted_rank = os.environ.get(FAIL_RANK_ENV)
+    if wanted_rank not in (None, "") and int(wanted_rank) != rank:
+        return None, "raise"
+    mode = os.environ.get(FAIL_MODE_ENV, "raise")
+    if mode not in ("raise", "kill"):
+        raise ValueError(f"${FAIL_MODE_ENV} must be raise or kill, got {mode!r}")
+    return int(raw), mode
 
 
 def build_model_from_config(cfg: Config, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
@@ -87,14 +113,19 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 class Trainer:
     def __init__(self, cfg: Config, output_dir: str | Path, *, resume: bool = False, device: str = "auto",
-                 progress: bool = True, fail_at_step: int | None = None):
+                 progress: bool = True, fail_at_step: int | None = None, dist_timeout_s: float | None = None):
         self.cfg = cfg
         self.output_dir = Path(output_dir)
         self.resume = resume
         self.device = resolve_device(device)
         self.progress = progress
-        self.fail_at_step = fail_at_step  # fault injection for tests of restarts
-        self.info: DistInfo = init_distributed(self.device)
+        self.info: DistInfo = init_distributed(self.device, dist_timeout_s)
+        env_step, self.fail_mode = injected_failure_from_env(self.info.rank)
+        # fault injection for tests of restarts: the argument, else the environment
+        self.fail_at_step = fail_at_step if fail_at_step is not None else env_step
+        if restart_count() > 0 and not resume:
+            # torchrun restarted the workers after a failure: carry on from the last checkpoint.
+            self.resume = True
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ set-up
@@ -102,13 +133,19 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed + self.info.rank)
         self.bundle = build_datasets(cfg.data, train=True, val=True)
+        if cfg.eval.max_images and self.bundle.val is not None:
+            self.bundle.val = torch.utils.data.Subset(self.bundle.val,
+                                                      range(min(cfg.eval.max_images, len(self.bundle.val))))
         num_classes = cfg.model.num_classes or len(self.bundle.class_names)
         model = build_model_from_config(cfg, num_classes, self.bundle.class_names)
         self.image_size = model.default_image_size
-        self.bundle.set_transforms(cfg.data, image_size=self.image_size, mean=model.pixel_mean, std=model.pixel_std)
+        self.bundle.set_transforms(cfg.data, model)
         self.record = model_record(cfg, num_classes, self.bundle)
         if cfg.train.sync_bn and self.info.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, self.device)
+        criterion = getattr(model, "criterion", None)
+        if self.info.enabled and hasattr(criterion, "distribute_normalizer"):
+            criterion.distribute_normalizer(functools.partial(all_reduce_sum, info=self.info), self.info.world)
         model.to(self.device)
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -148,9 +185,13 @@ class Trainer:
         per_step = cfg.train.batch_size * cfg.train.accumulate
         sampler = ResumableSampler(len(self.bundle.train), seed=cfg.train.seed, rank=self.info.rank,
                                    world=self.info.world, start=self.step * per_step)
-        dataset = SeededAugmentation(self.bundle.train, cfg.train.seed * 1000 + self.info.rank)
+        # Augmentation seeds follow the sample (epoch, index), not the rank: a sample is augmented
+        # the same whichever process draws it, so N processes reproduce one process's batches.
+        dataset = SeededAugmentation(self.bundle.train, cfg.train.seed * 1000)
+        # Worker RNGs (anything outside the per-sample seeding) differ per rank and per worker.
         return build_loader(dataset, cfg.train.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
-                            size_divisor=self.model.size_divisor, seed=cfg.train.seed, sampler=sampler)
+                            size_divisor=self.model.size_divisor, seed=cfg.train.seed + 1000 * self.info.rank,
+                            sampler=sampler)
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict[str, Any]:
@@ -162,9 +203,14 @@ class Trainer:
             "best": self.best, "best_stats": self.best_stats, "rng": ckpt.capture_rng(), "config": self.cfg.to_dict(),
         }
 
-    def _save(self, name: str, payload: dict | None = None) -> None:
+    def _save(self, name: str) -> None:
+        """Called on every rank (the RNG states are gathered); only rank 0 writes."""
+        rng_per_rank = gather_objects(ckpt.capture_rng(), self.info) if self.info.enabled else None
         if self.info.is_main:
-            ckpt.save_atomic(payload or self._payload(), self.output_dir / name)
+            payload = self._payload()
+            if rng_per_rank is not None:
+                payload["rng_per_rank"] = rng_per_rank
+            ckpt.save_atomic(payload, self.output_dir / name)
 
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
@@ -177,7 +223,13 @@ class Trainer:
         self.step = int(state["step"])
         self.best = float(state.get("best", -math.inf))
         self.best_stats = state.get("best_stats")
-        ckpt.restore_rng(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        if per_rank and len(per_rank) == self.info.world:
+            ckpt.restore_rng(per_rank[self.info.rank])
+        else:
+            ckpt.restore_rng(state["rng"])
+            if self.info.rank:  # another world size: keep the ranks' streams apart, reproducibly
+                torch.manual_seed(self.cfg.train.seed + self.info.rank + 7_919 * self.step)
         if self.info.is_main:
             log.info("resumed from %s at step %d", path, self.step)
 
@@ -185,9 +237,17 @@ class Trainer:
     def evaluate(self) -> dict[str, float] | None:
         from scaledet.engine.evaluate import evaluate_coco_dataset
 
+        model = self.ema.module if self.ema is not None else self.model
+        if self.cfg.eval.metric == "voc" and self.bundle.val is not None:
+            from scaledet.engine.evaluate_voc import evaluate_voc_dataset
+
+            result = evaluate_voc_dataset(model, self.bundle.val, batch_size=self.cfg.eval.batch_size,
+                                          device=self.device, metric=self.cfg.eval.voc_metric,
+                                          class_names=self.bundle.class_names, amp_dtype=self.amp_dtype)
+            self.model.train()
+            return {k: float(v) for k, v in result.items() if k in ("mAP", "mIoU", "pixel_acc")}
         if self.bundle.val is None or self.bundle.val_annotations is None:
             return None
-        model = self.ema.module if self.ema is not None else self.model
         stats = evaluate_coco_dataset(model, self.bundle.val, self.bundle.val_annotations,
                                       self.bundle.label_to_category_id, batch_size=self.cfg.eval.batch_size,
                                       device=self.device, amp_dtype=self.amp_dtype, info=self.info,
@@ -212,6 +272,8 @@ class Trainer:
         if self.info.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.output_dir / "config.yaml")
+            for stale in self.output_dir.glob(".*.pt.*.tmp"):  # left by a process killed mid-save
+                stale.unlink(missing_ok=True)
         writer = self._writers()
         self.model.train()
         loader_iter = iter(self._loader())
@@ -221,7 +283,9 @@ class Trainer:
         last_time, images_seen = time.perf_counter(), 0
         while self.step < self.total_steps:
             if self.fail_at_step is not None and self.step == self.fail_at_step:
-                raise RuntimeError(f"injected failure at step {self.step}")
+                if self.fail_mode == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise RuntimeError(f"injected failure at step {self.step} on rank {self.info.rank}")
             lr = learning_rate(cfg.optim, self.step, self.total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -288,6 +352,8 @@ class Trainer:
         if not all_finite:
             self.optimizer.zero_grad(set_to_none=True)
             return totals, False
+        if self.info.enabled:
+            totals = self._reduce_for_logging(totals)
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -296,6 +362,12 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return totals, True
+
+    def _reduce_for_logging(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Losses averaged over processes (the global batch's loss), counts summed."""
+        keys = list(totals)  # the same order on every rank
+        summed = all_reduce_sum(torch.stack([totals[k] for k in keys]), self.info)
+        return {k: v if k.startswith("num_") else v / self.info.world for k, v in zip(keys, summed)}
 
     # ------------------------------------------------------------------ logging
     def _writers(self):

@@ -51,6 +51,7 @@ class BlitzNet(Detector):
         self.num_classes = num_classes
         self.default_image_size = default_image_size
         self.size_divisor = 1
+        self.resize_mode = "square"  # SSD-style: the whole image is resized to S x S
         self.pixel_mean = tuple(pixel_mean)
         self.pixel_std = tuple(pixel_std)
         self.class_names = class_names
