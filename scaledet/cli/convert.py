@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from scaledet.cli.main import add_common_arguments
 
     parser = subparsers.add_parser("convert", help="convert other libraries' weights to scaledet checkpoints",
-                                   description="Convert other libraries' weights to scaledet checkpoints.")
+                                   description="Convert other libraries' weights to scaledet checkpoints.",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
     add_common_arguments(parser)
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     tv = kinds.add_parser(

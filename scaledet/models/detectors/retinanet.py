@@ -82,6 +82,7 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
                     match_low_quality: str | None = "force_best_anchor",
                     focal_alpha: float = 0.25, focal_gamma: float = 1.5, box_loss: str = "huber",
                     box_loss_delta: float = 0.1, box_loss_weight: float = 50.0, loss_normalize: str = "batch",
+                    box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
                     score_threshold: float = 0.05, pre_nms_topk: int = 1000, nms_iou: float = 0.5,
                     max_detections: int = 100, size_divisor: int = 128,
                     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
@@ -96,7 +97,7 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
     head = RetinaHead(features, num_classes, anchors.num_anchors_per_location, width=head_width,
                       num_convs=head_convs, norm=head_norm, norm_settings=head_norm_settings, act=head_act,
                       prior_prob=prior_prob, predictor_init_std=head_predictor_init_std)
-    coder = BoxCoder()
+    coder = BoxCoder(tuple(box_coder_weights))  # (10, 10, 5, 5) = SSD variances 0.1/0.2
     criterion = RetinaNetCriterion(
         num_classes, coder, IoUMatcher(match_positive, match_negative, match_low_quality),
         focal_alpha=focal_alpha, focal_gamma=focal_gamma, box_loss=box_loss, box_loss_delta=box_loss_delta,

@@ -1,0 +1,130 @@
+"""ResNet backbones returning C3, C4, C5, with torchvision's ``ResNet`` as the trunk.
+
+Only the wiring is ours: which stages are returned, which norm layer the trunk gets, which
+stages train, and loading a local ImageNet state dict (torchvision or timm naming; they agree
+for ResNet). Parameter names equal torchvision's, so its checkpoints load without renaming.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.ops import FrozenBatchNorm2d
+
+from scaledet.models.common import FeatureInfo, NormSettings
+
+log = logging.getLogger(__name__)
+
+DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+# Trunk modules from the output back to the input, as torchvision's trainable_backbone_layers.
+_STAGES_FROM_TOP = ("layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Keys of a loaded state dict that the model lacked (``unexpected``) or did not get (``missing``)."""
+
+    path: str
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+
+class ResNetBackbone(ResNet):
+    """torchvision ResNet without ``avgpool``/``fc``; ``forward`` returns ``[C3, C4, C5]``.
+
+    - ``frozen_bn``: BN as ``FrozenBatchNorm2d`` (fixed affine + statistics, torchvision's choice
+      for detection fine-tuning; only ``norm.eps`` applies); otherwise ``nn.BatchNorm2d`` with
+      ``norm`` settings (PyTorch's defaults when ``None``).
+    - ``trainable_layers``: 0..5 stages trained, counted from ``layer4`` down to ``conv1``
+      (5 also trains ``bn1``), exactly torchvision's ``trainable_backbone_layers``.
+    - ``pretrained``: path of a local ResNet state dict; never downloads.
+    """
+
+    def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3), *,
+                 frozen_bn: bool = True, norm: NormSettings | None = None, trainable_layers: int = 5,
+                 pretrained: str | Path | None = None, width_per_group: int = 64,
+                 zero_init_residual: bool = False):
+        if block not in _BLOCKS:
+            raise ValueError(f"unknown ResNet block {block!r}; allowed: {', '.join(_BLOCKS)}")
+        if not 0 <= trainable_layers <= 5:
+            raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+        norm = norm or NormSettings()
+        if frozen_bn:
+            norm_layer = functools.partial(FrozenBatchNorm2d, eps=norm.eps)
+        else:
+            norm_layer = functools.partial(nn.BatchNorm2d, momentum=norm.momentum, eps=norm.eps)
+        super().__init__(_BLOCKS[block], list(layers), width_per_group=width_per_group, norm_layer=norm_layer,
+                         zero_init_residual=zero_init_residual)
+        del self.avgpool, self.fc
+        expansion = _BLOCKS[block].expansion
+        self.feature_info = [FeatureInfo(128 * expansion, 8), FeatureInfo(256 * expansion, 16),
+                             FeatureInfo(512 * expansion, 32)]
+        self.load_report: LoadReport | None = None
+        if pretrained is not None:
+            self.load_report = self.load_pretrained(pretrained)
+        self.freeze_stages(trainable_layers)
+
+    def freeze_stages(self, trainable_layers: int) -> None:
+        trained = list(_STAGES_FROM_TOP[:trainable_layers])
+        if trainable_layers == 5:
+            trained.append("bn1")
+        for name, param in self.named_parameters():
+            param.requires_grad_(any(name.startswith(stage + ".") for stage in trained))
+
+    def load_pretrained(self, path: str | Path) -> LoadReport:
+        """Load a torchvision/timm ResNet state dict (optionally inside ``state_dict``/``model``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: pretrained ResNet weights not found (scaledet never downloads; "
+                                    "give the path of a local state-dict file)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - re-raised with the file name
+            raise ValueError(f"{path}: not a loadable PyTorch state dict ({err})") from err
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path}: expected a dict of tensors (a ResNet state dict)")
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        # The classifier is not part of the backbone; it is dropped silently.
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        result = self.load_state_dict(state, strict=False)
+        # FrozenBatchNorm2d drops num_batches_tracked itself; do not report it as missing.
+        missing = tuple(k for k in result.missing_keys if not k.endswith("num_batches_tracked"))
+        report = LoadReport(str(path), missing, tuple(result.unexpected_keys))
+        if missing or report.unexpected:
+            log.warning("%s: loaded with %d missing keys %s and %d unexpected keys %s", path, len(missing),
+                        list(missing[:5]), len(report.unexpected), list(report.unexpected[:5]))
+        else:
+            log.info("%s: loaded all %d backbone tensors", path, len(state))
+        return report
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c3, c4, c5]
+
+
+def resnet(depth: int = 50, **kwargs) -> ResNetBackbone:
+    """ResNet-18/34/50/101/152 backbone; keyword arguments as :class:`ResNetBackbone`."""
+    if depth not in DEPTHS:
+        raise ValueError(f"unsupported ResNet depth {depth}; allowed: {sorted(DEPTHS)}")
+    block, layers = DEPTHS[depth]
+    return ResNetBackbone(block, layers, **kwargs)
