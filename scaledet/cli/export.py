@@ -1,0 +1,66 @@
+"""``scaledet export``: a checkpoint (or an untrained registered model) to one ONNX file."""
+from __future__ import annotations
+
+from scaledet.cli.common import new_parser
+
+EXAMPLE = """  scaledet export --checkpoint runs/demo/best.pt --output model.onnx
+  scaledet export --checkpoint runs/coco/last.pt --output model.onnx --image-size 640 --dynamic-batch
+  scaledet export --model retinanet_spinenet49_tiny --num-classes 3 --output tiny.onnx --image-size 256
+  scaledet predict --backend onnxruntime --model model.onnx photos/ --output predictions/
+
+The graph takes normalised, zero-padded images [B,3,S,S] and image_sizes [B,2] (int64) and returns
+boxes [B,K,4], scores [B,K], labels [B,K] (-1 = empty), num_detections [B] (and mask [B,S,S] for
+BlitzNet), with NMS inside. The file is checked against PyTorch with ONNX Runtime before it is kept.
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = new_parser(subparsers, "export", "export a detector (with its post-processing) to ONNX", EXAMPLE)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="scaledet checkpoint to export")
+    source.add_argument("--model", help="registered model name, exported with its initial (untrained) weights")
+    p.add_argument("--num-classes", type=int, default=None, help="with --model: number of classes")
+    p.add_argument("--output", required=True, help="ONNX file to write")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size, a multiple of the model's size divisor (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size of the graph (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 11 to 20 supported)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="post-processing score threshold baked into the graph (default: the model's)")
+    p.add_argument("--no-fuse-bn", dest="fuse_bn", action="store_false",
+                   help="keep BatchNorm as separate nodes (default: folded into the convolutions)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the ONNX Runtime vs PyTorch check after export")
+    p.set_defaults(func=run)
+
+
+def load_model(args):
+    if args.checkpoint:
+        if args.num_classes is not None:
+            raise ValueError("--num-classes only applies to --model; a checkpoint knows its classes")
+        from scaledet.engine.inference import model_from_checkpoint
+
+        return model_from_checkpoint(args.checkpoint, "cpu")
+    from scaledet.registry import create_model
+
+    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    return create_model(args.model, **kwargs).eval()
+
+
+def run(args) -> int:
+    from scaledet.export.onnx import check_export_options, export_onnx
+
+    model = load_model(args)
+    image_size = args.image_size or model.default_image_size
+    check_export_options(model, image_size, args.batch_size, args.opset)  # fail before the slow part
+    if args.score_threshold is not None:
+        if not hasattr(model, "postprocessor"):
+            raise ValueError(f"{type(model).__name__} has no post-processor to set a score threshold on")
+        model.postprocessor.score_threshold = args.score_threshold
+    path = export_onnx(model, args.output, image_size=image_size, batch_size=args.batch_size,
+                       dynamic_batch=args.dynamic_batch, opset=args.opset, fuse_bn=args.fuse_bn, verify=args.verify)
+    batch = "dynamic batch" if args.dynamic_batch else f"batch {args.batch_size}"
+    checked = "checked against PyTorch with ONNX Runtime" if args.verify else "not checked (--no-verify)"
+    print(f"wrote {path} ({image_size}x{image_size}, {batch}, {path.stat().st_size / 1e6:.1f} MB); {checked}")
+    return 0

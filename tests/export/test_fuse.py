@@ -1,0 +1,72 @@
+"""BatchNorm folding: same outputs, no BatchNorm left, the original model untouched, shared convs
+with different BatchNorms handled."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.utils._pytree as pytree
+
+from scaledet.export.fuse import PerLevelFusedTower, conv_bn_pairs, count_batch_norms, fuse_conv_bn
+
+
+def _max_relative_error(a, b) -> float:
+    return max(float((x - y).abs().max() / (x.abs().max() + 1e-12))
+               for x, y in zip(pytree.tree_leaves(a), pytree.tree_leaves(b)))
+
+
+@pytest.mark.parametrize("family", ["spinenet", "nasfpn", "blitznet"])
+def test_fused_copy_computes_the_same(family, family_model):
+    model = family_model(family)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    fused = fuse_conv_bn(model)
+    with torch.no_grad():
+        reference, result = model(x), fused(x)
+    assert _max_relative_error(reference, result) < 1e-4
+    assert count_batch_norms(model) > 20 and count_batch_norms(fused) == 0
+    assert fused.fused_conv_bn_pairs > 20
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # caller's model unchanged
+    assert count_batch_norms(model) > 0 and not fused.training
+
+
+def test_per_level_head_towers_are_unshared(family_model):
+    model = family_model("spinenet")
+    fused = fuse_conv_bn(model)
+    assert fused.fused_towers == 2
+    tower = fused.head.cls_tower
+    assert isinstance(tower, PerLevelFusedTower)
+    levels, convs = len(model.head.cls_tower.norms), len(model.head.cls_tower.convs)
+    assert len(tower.levels) == levels and all(len(level) == convs for level in tower.levels)
+    # each level folded its own statistics, so the per-level weights differ
+    assert not torch.equal(tower.levels[0][0].weight, tower.levels[1][0].weight)
+
+
+class _SharedConv(nn.Module):
+    """One conv feeding two different BatchNorms, plus an ordinary conv -> BN pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn_a, self.bn_b = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+        self.conv = nn.Conv2d(4, 4, 1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(self.bn_a(self.shared(x)) + self.bn_b(self.shared(x))))
+
+
+def test_conv_shared_by_two_batch_norms_is_left_alone():
+    torch.manual_seed(0)
+    model = _SharedConv()
+    for bn in (model.bn_a, model.bn_b, model.bn):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(1, 3, 8, 8)
+    pairs = conv_bn_pairs(model, x)
+    assert pairs == [(model.conv, model.bn)]
+    fused = fuse_conv_bn(model, x)
+    assert isinstance(fused.bn, nn.Identity) and isinstance(fused.bn_a, nn.BatchNorm2d)
+    with torch.no_grad():
+        assert torch.allclose(model(x), fused(x), atol=1e-5)
