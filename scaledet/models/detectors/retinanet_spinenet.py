@@ -23,6 +23,9 @@ def _norm_settings(norm: NormSettings | dict | None) -> NormSettings:
     return norm
 
 
+SHORT_RUN_NORM = NormSettings(momentum=0.1, eps=1e-3)
+
+
 def _assemble(variant: str, args: dict[str, Any]) -> RetinaNet:
     """Builds the backbone from the SpineNet fields of ``args`` and hands the rest on."""
     args = dict(args)
@@ -118,5 +121,11 @@ def retinanet_spinenet49_tiny(*, num_classes: int = 91, image_size: int = 256, a
                               norm: NormSettings | dict | None = None, head_width: int = 64,
                               head_convs: int = 2, head_act: str | None = None, anchor_size: float = 3.0,
                               **retina_kwargs) -> RetinaNet:
-    """SpineNet-49 wiring at quarter width with a 2x64 head: a CPU-sized model for demos/tests."""
+    """SpineNet-49 wiring at quarter width with a 2x64 head: a CPU-sized model for demos/tests.
+
+    BN running statistics use PyTorch's momentum 0.1 by default: the TPU's 0.997 decay needs
+    thousands of steps to settle, longer than the short runs this model is for.
+    """
+    if norm is None:
+        norm = SHORT_RUN_NORM
     return _assemble("49", locals())
