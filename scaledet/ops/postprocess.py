@@ -5,6 +5,8 @@ eagerly, under torch.compile and inside an exported ONNX graph.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision.ops import batched_nms
 
@@ -23,19 +25,27 @@ def clip_boxes(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
     return torch.stack([x1, y1, x2, y2], dim=-1)
 
 
-def pad_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, image_index: torch.Tensor,
-                   batch_size: int, max_detections: int) -> dict[str, torch.Tensor]:
-    """Scatter detections sorted by descending score into ``[B, K]`` slots per image.
-
-    ``image_index`` says which image each detection belongs to; the first ``K`` per image are kept.
-    """
+def rank_within_image(image_index: torch.Tensor, scores: torch.Tensor, batch_size: int):
+    """Order items image by image, best score first; return (order, rank in its image, counts)."""
     order_key = image_index.to(torch.float64) * 2.0 + (1.0 - scores.to(torch.float64))
     order = torch.argsort(order_key)
-    boxes, scores, labels, image_index = boxes[order], scores[order], labels[order], image_index[order]
+    sorted_image = image_index[order]
     images = torch.arange(batch_size, device=scores.device)
-    counts = (image_index[None, :] == images[:, None]).sum(dim=1)
+    # a broadcast count instead of bincount, which the ONNX exporter does not handle
+    counts = (sorted_image[None, :] == images[:, None]).sum(dim=1)
     starts = torch.cumsum(counts, dim=0) - counts
-    rank = torch.arange(scores.shape[0], device=scores.device) - starts[image_index]
+    rank = torch.arange(scores.shape[0], device=scores.device) - starts[sorted_image]
+    return order, rank, counts
+
+
+def pad_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, image_index: torch.Tensor,
+                   batch_size: int, max_detections: int) -> dict[str, torch.Tensor]:
+    """Scatter detections into ``[B, K]`` slots per image, best first; the first ``K`` are kept.
+
+    ``image_index`` says which image each detection belongs to.
+    """
+    order, rank, counts = rank_within_image(image_index, scores, batch_size)
+    boxes, scores, labels, image_index = boxes[order], scores[order], labels[order], image_index[order]
     keep = rank < max_detections
     slot = image_index[keep] * max_detections + rank[keep]
     total = batch_size * max_detections
@@ -68,31 +78,45 @@ class SigmoidPostProcessor(torch.nn.Module):
 
     def forward(self, cls_logits: list[torch.Tensor], box_deltas: list[torch.Tensor], anchors: list[torch.Tensor],
                 image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``cls_logits[l]: [B, N_l, C]``, ``box_deltas[l]: [B, N_l, 4]``, ``anchors[l]: [N_l, 4]``."""
+        """``cls_logits[l]: [B, N_l, C]``, ``box_deltas[l]: [B, N_l, 4]``, ``anchors[l]: [N_l, 4]``.
+
+        The score threshold is applied to the logits first (sigmoid is monotonic), so the top-k
+        runs over the few survivors instead of every (anchor, class) pair; the result equals
+        top-k first then threshold, as torchvision does it.
+        """
         batch = cls_logits[0].shape[0]
-        all_boxes, all_scores, all_labels = [], [], []
-        for logits, deltas, level_anchors in zip(cls_logits, box_deltas, anchors):
-            num_classes = logits.shape[-1]
-            scores = torch.sigmoid(logits.float()).flatten(1)
-            k = min(self.pre_nms_topk, scores.shape[1])
-            top_scores, top_idx = scores.topk(k, dim=1)
-            anchor_idx = torch.div(top_idx, num_classes, rounding_mode="floor")
-            labels = top_idx - anchor_idx * num_classes
-            picked = torch.gather(deltas.float(), 1, anchor_idx[..., None].expand(-1, -1, 4))
-            boxes = self.box_coder.decode(picked, level_anchors[anchor_idx])
-            all_boxes.append(clip_boxes(boxes, image_sizes))
-            all_scores.append(top_scores)
-            all_labels.append(labels)
-        boxes = torch.cat(all_boxes, dim=1)
-        scores = torch.cat(all_scores, dim=1)
-        labels = torch.cat(all_labels, dim=1)
-        per_image = scores.shape[1]
-        flat_boxes, flat_scores, flat_labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
-        candidates = torch.nonzero(flat_scores > self.score_threshold).squeeze(1)
-        image_index = torch.div(candidates, per_image, rounding_mode="floor")
         num_classes = cls_logits[0].shape[-1]
-        groups = image_index * num_classes + flat_labels[candidates]
-        keep = batched_nms(flat_boxes[candidates], flat_scores[candidates], groups, self.nms_iou)
-        kept = candidates[keep]
-        return pad_detections(flat_boxes[kept], flat_scores[kept], flat_labels[kept], image_index[keep],
-                              batch, self.max_detections)
+        threshold = self.score_threshold
+        logit_floor = math.log(threshold / (1 - threshold)) - 1e-4 if 0 < threshold < 1 else -math.inf
+        sizes = image_sizes.to(cls_logits[0].device)
+        all_boxes, all_scores, all_labels, all_images = [], [], [], []
+        for logits, deltas, level_anchors in zip(cls_logits, box_deltas, anchors):
+            flat = logits.flatten(1)
+            image, index = torch.nonzero(flat > logit_floor, as_tuple=True)
+            scores = torch.sigmoid(flat[image, index].float())
+            keep = scores > threshold
+            image, index, scores = image[keep], index[keep], scores[keep]
+            order, rank, _ = rank_within_image(image, scores, batch)
+            top = order[rank < self.pre_nms_topk]
+            image, index, scores = image[top], index[top], scores[top]
+            anchor_idx = torch.div(index, num_classes, rounding_mode="floor")
+            decoded = self.box_coder.decode(deltas[image, anchor_idx].float(), level_anchors[anchor_idx])
+            all_boxes.append(_clip_rows(decoded, sizes[image]))
+            all_scores.append(scores)
+            all_labels.append(index - anchor_idx * num_classes)
+            all_images.append(image)
+        boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
+        labels, image = torch.cat(all_labels), torch.cat(all_images)
+        keep = batched_nms(boxes, scores, image * num_classes + labels, self.nms_iou)
+        return pad_detections(boxes[keep], scores[keep], labels[keep], image[keep], batch, self.max_detections)
+
+
+def _clip_rows(boxes: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
+    """Clip ``[N, 4]`` xyxy boxes, each to its own image's ``(h, w)`` in ``hw [N, 2]``."""
+    h = hw[:, 0].to(boxes.dtype)
+    w = hw[:, 1].to(boxes.dtype)
+    zero = torch.zeros_like(h)
+    return torch.stack([torch.minimum(torch.maximum(boxes[:, 0], zero), w),
+                        torch.minimum(torch.maximum(boxes[:, 1], zero), h),
+                        torch.minimum(torch.maximum(boxes[:, 2], zero), w),
+                        torch.minimum(torch.maximum(boxes[:, 3], zero), h)], dim=1)
