@@ -63,7 +63,7 @@ def build_pair(size: int, train: bool):
     return tv, ours
 
 
-def bench_inference(size: int, iters: int, warmup: int) -> tuple[float, float]:
+def bench_inference(size: int, iters: int, warmup: int, optimize: bool = True) -> tuple[float, float]:
     tv, ours = build_pair(size, train=False)
     tv.eval()
     ours.eval()
@@ -75,10 +75,16 @@ def bench_inference(size: int, iters: int, warmup: int) -> tuple[float, float]:
         with torch.inference_mode():
             return tv([image])
 
+    # Our deployment path: BatchNorm folded into the convolutions and channels-last memory
+    # (Detector.optimized_for_inference); the same weights, so the same detections.
+    fast = ours.optimized_for_inference() if optimize else ours
+
     def run_ours():
         with torch.inference_mode():
             x = ((image - mean) / std)[None]
-            return ours.postprocess(ours(x), [(size, size)])
+            if optimize:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return fast.postprocess(fast(x), [(size, size)])
 
     return median_seconds(run_tv, run_ours, iters, warmup)
 
@@ -119,12 +125,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--eager-too", action="store_true", help="also time our model without BN folding")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
           f"{args.size}x{args.size}, median of {args.iters} after {args.warmup} warm-up")
     rows = [("inference, batch 1", *bench_inference(args.size, args.iters, args.warmup))]
+    if args.eager_too:
+        rows.append(("  eager, unfused", *bench_inference(args.size, args.iters, args.warmup, optimize=False)))
     if not args.skip_training:
         rows.append(("train step, batch 2", *bench_training(args.size, args.iters, args.warmup)))
     print(f"{'':22s}{'torchvision s':>14s}{'scaledet s':>12s}{'ours/tv':>9s}")

@@ -29,7 +29,8 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return images
 
 
-def predictor_for(backend: str, *, checkpoint: str | None, onnx_model: str | None, device: str = "auto"):
+def predictor_for(backend: str, *, checkpoint: str | None, onnx_model: str | None, device: str = "auto",
+                  optimize: bool = True):
     """An object with ``predict(images, score_threshold=, image_size=, batch_size=)`` and ``class_names``."""
     if backend == "onnxruntime":
         if not onnx_model:
@@ -42,7 +43,8 @@ def predictor_for(backend: str, *, checkpoint: str | None, onnx_model: str | Non
     from scaledet.engine.distributed import resolve_device
     from scaledet.engine.inference import model_from_checkpoint
 
-    return model_from_checkpoint(checkpoint, resolve_device(device))
+    model = model_from_checkpoint(checkpoint, resolve_device(device))
+    return model.optimized_for_inference() if optimize else model
 
 
 def _palette(n: int) -> list[tuple[int, int, int]]:

@@ -1,6 +1,7 @@
 """What every scaledet detector offers on top of its pure ``forward``."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -29,6 +30,17 @@ class Detector(nn.Module):
         if isinstance(image_sizes, torch.Tensor):
             return image_sizes.to(images.device)
         return torch.tensor([list(s) for s in image_sizes], device=images.device)
+
+    def optimized_for_inference(self, *, fuse_bn: bool = True, channels_last: bool = True) -> "Detector":
+        """An eval-mode copy for deployment: BatchNorm folded into convolutions (shared heads with
+        per-level BN are un-shared into one folded conv per level) and channels-last memory,
+        which the CPU convolution kernels prefer. The original model is left as it is."""
+        from scaledet.export.fuse import fuse_conv_bn
+
+        model = fuse_conv_bn(self) if fuse_bn else copy.deepcopy(self).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
 
     @torch.inference_mode()
     def predict(self, images: Any | Sequence[Any], *, score_threshold: float | None = None,
