@@ -7,7 +7,9 @@ from scaledet.cli.common import add_config_arguments, add_device_argument, new_p
 
 EXAMPLE = """  scaledet train configs/retinanet_spinenet49s_coco.yaml --output runs/49s \\
       --set data.train_images=coco/train2017 --set train.total_steps=1000
-  torchrun --nproc_per_node=8 -m scaledet.cli.main train configs/retinanet_nasfpn_r50_coco.yaml --output runs/nasfpn
+  torchrun --nproc_per_node=8 --max-restarts=1 -m scaledet.cli.main train configs/retinanet_nasfpn_r50_coco.yaml \
+      --output runs/nasfpn --resume
+  (optim.lr is for the global batch, train.batch_size x processes; see docs/DISTRIBUTED.md)
 """
 
 
@@ -18,6 +20,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from OUTPUT/last.pt when it exists (same step, LR, optimizer and RNG state)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a collective may wait for the other processes before "
+                        "failing (default: $SCALEDET_DIST_TIMEOUT or 300)")
     add_device_argument(p)
     p.set_defaults(func=run)
 
@@ -26,8 +31,17 @@ def run(args) -> int:
     from scaledet.config import load_config
     from scaledet.engine.trainer import Trainer
 
+    from scaledet.engine.distributed import cleanup
+
     cfg = load_config(args.config, args.overrides)
-    result = Trainer(cfg, args.output, resume=args.resume, device=args.device, progress=not args.no_progress).fit()
+    try:
+        trainer = Trainer(cfg, args.output, resume=args.resume, device=args.device, progress=not args.no_progress,
+                          dist_timeout_s=args.dist_timeout)
+        result = trainer.fit()
+    finally:
+        cleanup()
+    if not trainer.info.is_main:  # under torchrun only rank 0 reports
+        return 0
     if result.get("final"):
         from scaledet.eval.coco import format_coco_table
 

@@ -48,9 +48,34 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> Di
             raise ValueError(f"${TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = _restart_safe_store(timeout)
+        if store is None:
+            dist.init_process_group(backend=backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout, store=store, world_size=world,
+                                    rank=int(os.environ["RANK"]))
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _restart_safe_store(timeout: datetime.timedelta):
+    """A store namespace of its own for each single-node torchrun restart, or None for the default.
+
+    torchrun shares its rendezvous TCPStore with the workers, and the keys the previous attempt's
+    process group wrote there survive a restart: the new workers would read the dead workers'
+    addresses and fail to connect (pytorch/pytorch#135712). On one node the restart count is the
+    same for every worker, so it can name the namespace. Across nodes it is not (an agent whose
+    workers were healthy does not count the restart); there, launch with
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 so that each rendezvous round gets a fresh store.
+    """
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    single_node = os.environ.get("GROUP_WORLD_SIZE", "1") == "1"
+    if not (shared and single_node and restart_count() > 0):
+        return None
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                           timeout=timeout)
+    return dist.PrefixStore(f"scaledet/attempt-{restart_count()}", client)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -123,10 +148,10 @@ class ProcessGroupBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics span the whole process group, for CPU (gloo) runs.
 
     ``nn.SyncBatchNorm`` refuses CPU tensors (and DDP refuses it on CPU modules), so this is written
-    by hand: mean and variance are computed in two passes over all processes' samples, exactly the
-    statistics of one batch holding every process's samples, and gradients flow through them. Same
-    parameters and buffers as BatchNorm2d, so checkpoints load into plain models. Evaluation and
-    single-process runs use the ordinary BatchNorm2d path.
+    by hand: mean and variance come from one all-reduce of per-channel sums (in float64) over all
+    processes' samples, the statistics of one batch holding every process's samples, and gradients
+    flow through them. Same parameters and buffers as BatchNorm2d, so checkpoints load into plain
+    models. Evaluation and single-process runs use the ordinary BatchNorm2d path.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,15 +163,18 @@ class ProcessGroupBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as BatchNorm2d does
                 factor = 1.0 / float(self.num_batches_tracked)
-        group = dist.group.WORLD
         x32 = x.float()
         dims = (0, 2, 3)
-        local_count = x32.new_full((1,), x32.numel() / x32.shape[1])
-        first = _DifferentiableAllReduceSum.apply(torch.cat([x32.sum(dims), local_count]), group)
-        count = first[-1].detach()
-        mean = first[:-1] / count
+        # One all-reduce of [sum, sum of squares, count]; float64 keeps E[x^2] - E[x]^2 exact enough.
+        x64 = x32.double()
+        local = torch.cat([x64.sum(dims), x64.square().sum(dims), x64.new_full((1,), x64.numel() / x64.shape[1])])
+        total = _DifferentiableAllReduceSum.apply(local, dist.group.WORLD)
+        channels = x.shape[1]
+        count = total[-1].detach()
+        mean64 = total[:channels] / count
+        var = (total[channels:2 * channels] / count - mean64.square()).clamp(min=0).float()
+        mean = mean64.float()
         centred = x32 - mean[None, :, None, None]
-        var = _DifferentiableAllReduceSum.apply(centred.square().sum(dims), group) / count
         out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]

@@ -177,6 +177,11 @@ class Trainer:
         self.step = 0
         self.best = -math.inf
         self.best_stats: dict[str, float] | None = None
+        if self.info.enabled:
+            # torchrun's restart count is per node (an agent whose workers were healthy does not
+            # count the restart), so one rank resuming means every rank resumes.
+            flag = torch.tensor(float(self.resume), device=self.device)
+            self.resume = bool(all_reduce_sum(flag, self.info).item() > 0)
         if self.resume and (self.output_dir / "last.pt").is_file():
             self._load(self.output_dir / "last.pt")
 
