@@ -56,6 +56,10 @@ def test_sigkill_during_training_leaves_a_loadable_checkpoint(tiny_config, tmp_p
         proc.wait(timeout=30)
     state = load_checkpoint(out / "last.pt")
     assert state["step"] >= 2 and state["step"] % 2 == 0
+    # the run picks up from the surviving checkpoint and clears any temp file the kill left behind
+    resumed = Trainer(cfg.replace([f"train.total_steps={state['step'] + 1}"]), out, resume=True, progress=False)
+    resumed.fit()
+    assert [r["step"] for r in resumed.history] == [state["step"] + 1]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 

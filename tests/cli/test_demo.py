@@ -1,0 +1,22 @@
+"""`scaledet demo` as a new user runs it: under 10 minutes on the CPU, AP50 >= 0.8."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_finishes_in_ten_minutes_with_ap50_above_0_8(tmp_path):
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "scaledet.cli.main", "demo", "--output", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=900)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    print(f"\nscaledet demo: {elapsed:.0f} s, AP50 {summary['AP50']:.3f}, AP {summary['AP']:.3f}")
+    assert "Average Precision" in proc.stdout and "predictions" in proc.stdout
+    assert len(list((tmp_path / "demo" / "predictions").glob("*.png"))) == 8
+    assert summary["AP50"] >= 0.8
+    assert elapsed < 600
