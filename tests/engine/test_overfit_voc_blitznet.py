@@ -27,3 +27,31 @@ def test_both_losses_fall_and_miou_rises_on_four_voc_images(shared_data, tmp_pat
     assert sum(det[-5:]) / 5 < 0.5 * sum(det[:5]) / 5
     assert sum(seg[-5:]) / 5 < 0.5 * sum(seg[:5]) / 5
     assert end["mIoU"] > start["mIoU"] + 0.15, f"mIoU {start['mIoU']:.3f} -> {end['mIoU']:.3f}"
+
+
+def test_blitznet_eval_and_predict_commands(shared_data, tmp_path, capsys):
+    """`scaledet eval` prints mAP and mIoU for a BlitzNet config; `predict` writes boxes, overlay and mask."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from scaledet.cli.main import main
+    from scaledet.config import save_config
+
+    voc = shared_data / "voc2012_first100"
+    cfg = _config(voc, "train.total_steps=2")
+    save_config(cfg, tmp_path / "blitz.yaml")
+    Trainer(cfg, tmp_path / "run", progress=False).fit()
+    assert main(["eval", str(tmp_path / "blitz.yaml"), "--checkpoint", str(tmp_path / "run" / "last.pt"),
+                 "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["mIoU"] <= 1.0
+    image = voc / "JPEGImages" / "2007_000032.jpg"
+    assert main(["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(image),
+                 "--output", str(tmp_path / "pred"), "--score-threshold", "0.0", "--device", "cpu"]) == 0
+    mask = np.array(Image.open(tmp_path / "pred" / "2007_000032_mask.png"))
+    assert mask.shape == Image.open(image).size[::-1] and mask.max() <= 20
+    assert (tmp_path / "pred" / "2007_000032.png").exists()
+    record = json.loads((tmp_path / "pred" / "detections.json").read_text())[0]
+    assert record["mask"].endswith("2007_000032_mask.png") and record["detections"]

@@ -115,3 +115,11 @@ def test_ema_and_freeze(tiny_config, tmp_path):
              for k in state["model"] if state["model"][k].is_floating_point() and not k.startswith("backbone.stem")]
     assert max(diffs) > 0  # the average lags the weights
     assert math.isfinite(trainer.history[-1]["loss"])
+
+
+def test_bf16_autocast_training_on_cpu(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config("train.total_steps=2", "train.amp=bf16"), tmp_path / "bf16", progress=False)
+    trainer.fit()
+    assert len(trainer.history) == 2 and all(math.isfinite(r["loss"]) for r in trainer.history)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Trainer(tiny_config("train.amp=fp16"), tmp_path / "fp16", progress=False, device="cpu").fit()
