@@ -108,8 +108,10 @@ def bench_training(size: int, iters: int, warmup: int) -> tuple[float, float]:
         loss.backward()
         tv_opt.step()
 
+    ours.to(memory_format=torch.channels_last)  # as the trainer runs it (train.channels_last)
+
     def step_ours():
-        x = (images - mean) / std
+        x = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
         loss = ours.loss(ours(x), targets, [(size, size)] * 2)["loss"]
         our_opt.zero_grad()
         loss.backward()

@@ -85,7 +85,7 @@ class TrainConfig:
     sync_bn: bool = False
     freeze: tuple[str, ...] = ()  # regexes of parameter names not trained
     max_nonfinite: int = 5  # consecutive non-finite losses tolerated before stopping
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and GPU (tensor cores)
 
 
 @dataclass(frozen=True)

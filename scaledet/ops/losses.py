@@ -37,3 +37,33 @@ def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, del
     if kind == "l1":
         return F.l1_loss(pred, target, reduction="sum")
     raise ValueError(f"unknown box loss {kind!r}; allowed: huber, smooth_l1, l1")
+
+
+def focal_loss_per_image(logits: torch.Tensor, valid: torch.Tensor, pos_image: torch.Tensor, pos_anchor: torch.Tensor,
+                         pos_class: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Per-image sums of :func:`sigmoid_focal_loss` for one-hot targets given as positive indices.
+
+    ``logits [B, A, C]``; ``valid [B, A]`` masks ignored anchors; the target is 1 exactly at
+    ``(pos_image, pos_anchor, pos_class)``. Every entry is first scored as a negative, which
+    needs no dense target tensor and few element-wise passes over the B*A*C logits, and the
+    handful of positive entries is then corrected. Equal to the dense form up to rounding.
+    """
+    logits = logits.float()
+    neg_weight = (1 - alpha) if alpha >= 0 else 1.0
+    pos_weight = alpha if alpha >= 0 else 1.0
+
+    def as_negative(x: torch.Tensor) -> torch.Tensor:
+        log_p = F.logsigmoid(x)  # -log(1 - p) = x - log p; the modulator p^gamma = exp(gamma log p)
+        return torch.exp(gamma * log_p) * (x - log_p) if gamma != 0 else x - log_p
+
+    def as_positive(x: torch.Tensor) -> torch.Tensor:
+        log_p = F.logsigmoid(x)
+        return -log_p * torch.exp(gamma * F.logsigmoid(-x)) if gamma != 0 else -log_p
+
+    negative = as_negative(logits).sum(dim=-1)  # [B, A]
+    if not bool(valid.all()):
+        negative = negative * valid
+    per_image = negative.sum(dim=1) * neg_weight
+    x = logits[pos_image, pos_anchor, pos_class]
+    correction = pos_weight * as_positive(x) - neg_weight * as_negative(x)
+    return per_image.index_add(0, pos_image, correction)

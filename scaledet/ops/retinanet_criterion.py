@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from scaledet.ops.box_coder import BoxCoder
-from scaledet.ops.losses import box_regression_loss, sigmoid_focal_loss
+from scaledet.ops.losses import box_regression_loss, focal_loss_per_image
 from scaledet.ops.matcher import IGNORE, IoUMatcher
 
 
@@ -72,8 +72,8 @@ class RetinaNetCriterion(torch.nn.Module):
         matches = self.assign(anchors, targets)
         positive = matches >= 0
         valid = matches != IGNORE
-        cls_target = torch.zeros_like(cls_logits)
         box_target = torch.zeros_like(box_deltas)
+        pos_image, pos_anchor, pos_class = [], [], []
         for i, t in enumerate(targets):
             crowd = t.get("iscrowd")
             boxes = t["boxes"].to(anchors.device).float()
@@ -84,10 +84,16 @@ class RetinaNetCriterion(torch.nn.Module):
             pos = positive[i]
             if pos.any():
                 gt = matches[i][pos]
-                cls_target[i, pos, labels[gt]] = 1.0
+                anchor_index = torch.nonzero(pos).squeeze(1)
+                pos_image.append(torch.full_like(anchor_index, i))
+                pos_anchor.append(anchor_index)
+                pos_class.append(labels[gt])
                 box_target[i, pos] = self.box_coder.encode(boxes[gt], anchors[pos])
-        focal = sigmoid_focal_loss(cls_logits, cls_target, self.focal_alpha, self.focal_gamma)
-        focal = (focal * valid[..., None]).sum(dim=-1)  # [B, A]
+        empty = torch.zeros(0, dtype=torch.long, device=anchors.device)
+        focal = focal_loss_per_image(cls_logits, valid, torch.cat(pos_image) if pos_image else empty,
+                                     torch.cat(pos_anchor) if pos_anchor else empty,
+                                     torch.cat(pos_class) if pos_class else empty,
+                                     self.focal_alpha, self.focal_gamma)  # [B]
         num_pos = positive.sum(dim=1).float()  # [B]
         if self.normalize == "batch":
             norm = num_pos.sum() + 1.0
@@ -100,7 +106,7 @@ class RetinaNetCriterion(torch.nn.Module):
                                            self.box_loss_delta) / (norm * 4.0)
         else:
             per_image_norm = num_pos.clamp(min=1.0)
-            cls_loss = (focal.sum(dim=1) / per_image_norm).mean()
+            cls_loss = (focal / per_image_norm).mean()
             box_per_image = torch.stack([
                 box_regression_loss(box_deltas[i][positive[i]], box_target[i][positive[i]], self.box_loss,
                                     self.box_loss_delta) for i in range(len(targets))

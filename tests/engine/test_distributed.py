@@ -32,6 +32,9 @@ DDP_OVERRIDES = (
     "model.args={head_width: 32, endpoints_num_filters: 32, drop_connect_rate: 0.0, score_threshold: 0.005}",
     "train.sync_bn=true", "train.freeze=['^backbone\\.']", "train.total_steps=3", "train.checkpoint_every=3",
     "optim.lr=0.003", "optim.momentum=0.9", "optim.warmup_steps=0", "eval.batch_size=1",
+    # NCHW on both sides: oneDNN's channels-last kernels pick batch-size-dependent algorithms,
+    # which would mix memory-format rounding into a comparison of DDP against one process.
+    "train.channels_last=false",
 )
 
 

@@ -36,3 +36,21 @@ def test_box_losses_match_definitions():
     assert box_regression_loss(pred, target, "smooth_l1", 0.11).item() == pytest.approx(expected_sl1, rel=1e-6)
     with pytest.raises(ValueError, match="unknown box loss"):
         box_regression_loss(pred, target, "l3", 0.1)
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 1.5), (0.75, 2.0), (-1.0, 0.0)])
+def test_sparse_positive_focal_equals_dense(alpha, gamma):
+    from scaledet.ops.losses import focal_loss_per_image
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 50, 7, generator=g) * 3
+    valid = torch.rand(3, 50, generator=g) > 0.1
+    pos_image = torch.tensor([0, 0, 2, 2, 2])
+    pos_anchor = torch.tensor([3, 9, 0, 0, 41])
+    pos_class = torch.tensor([1, 6, 2, 5, 0])
+    valid[pos_image, pos_anchor] = True  # positives are never ignored
+    target = torch.zeros_like(logits)
+    target[pos_image, pos_anchor, pos_class] = 1.0
+    dense = (tv_focal(logits, target, alpha=alpha, gamma=gamma, reduction="none") * valid[..., None]).sum(dim=(1, 2))
+    sparse = focal_loss_per_image(logits, valid, pos_image, pos_anchor, pos_class, alpha, gamma)
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-4)
