@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from scaledet.data.images import ImageError, load_image
+from scaledet.data.base import RawThenTransform
 
 __all__ = ["AnnotationError", "CocoDetection", "read_coco_json"]
 
@@ -60,7 +61,7 @@ def _require(entry: Any, keys: Sequence[str], where: str, path: Path) -> None:
             raise AnnotationError(f"{path}: {where} is missing key {key!r}")
 
 
-class CocoDetection(torch.utils.data.Dataset):
+class CocoDetection(RawThenTransform):
     """Detection items ``(image, target)`` per docs/CONTRACTS.md from a COCO folder + json.
 
     Category ids map to contiguous labels ``0..C-1`` in ascending id order. Crowd boxes are
@@ -212,12 +213,6 @@ class CocoDetection(torch.utils.data.Dataset):
         }
         if self.with_masks:
             target["mask"] = self._semantic_mask(index, height, width)
-        return image, target
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image, target = self.load_raw(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
         return image, target
 
     def _semantic_mask(self, index: int, height: int, width: int) -> torch.Tensor:

@@ -32,6 +32,7 @@ from tfrecord.writer import TFRecordWriter
 
 from scaledet.data.coco import AnnotationError, CocoDetection, read_coco_json
 from scaledet.data.images import ImageError, pil_to_rgb
+from scaledet.data.base import RawThenTransform
 
 __all__ = ["TFRecordDetection", "TFRecordError", "category_table_from_coco_json", "decode_image_bytes",
            "write_coco_tfrecords"]
@@ -251,7 +252,7 @@ def _bytes(feature: Any, key: str) -> list[bytes]:
     return list(feature[key].bytes_list.value) if key in feature else []
 
 
-class TFRecordDetection(torch.utils.data.Dataset):
+class TFRecordDetection(RawThenTransform):
     """Map-style detection items ``(image, target)`` per docs/CONTRACTS.md from TFRecord shards.
 
     ``pattern`` is a glob (``/data/coco/train-*``); its shards are read in sorted name order and
@@ -395,12 +396,6 @@ class TFRecordDetection(torch.utils.data.Dataset):
         }
         if self.with_masks:
             target["mask"] = self._semantic_mask(feature, target, where)
-        return image, target
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image, target = self.load_raw(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
         return image, target
 
     @staticmethod

@@ -35,6 +35,7 @@ from PIL import Image
 
 from scaledet.data.images import ImageError, load_image
 from scaledet.eval.voc import VOC_CLASSES
+from scaledet.data.base import RawThenTransform
 
 __all__ = ["VOC_CLASSES", "MASK_IGNORE", "VOCAnnotationError", "VocRecord", "VOCDetection",
            "parse_voc_xml", "read_image_set", "read_class_mask"]
@@ -191,7 +192,7 @@ def _numeric_image_id(stem: str, index: int) -> int:
     return int(digits) if re.fullmatch(r"\d{1,18}", digits) else index
 
 
-class VOCDetection(torch.utils.data.Dataset):
+class VOCDetection(RawThenTransform):
     """Items ``(image, target)`` per docs/CONTRACTS.md from a VOC folder.
 
     Args:
@@ -355,12 +356,6 @@ class VOCDetection(torch.utils.data.Dataset):
             raise VOCAnnotationError(f"{mask_path}: mask size {values.shape[0]}x{values.shape[1]} "
                                      f"(HxW) differs from its image {height}x{width}")
         return torch.from_numpy(values).to(torch.int64)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image, target = self.load_raw(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
 
     def __repr__(self) -> str:
         num_boxes = sum(len(r.labels) for r in self.records)
