@@ -103,3 +103,8 @@ def test_python_predict_accepts_paths_pil_numpy_and_tensors(trained_run):
     single = model.predict(str(path), score_threshold=0.0)
     assert len(single) == 1 and torch.equal(single[0]["labels"], ref["labels"])
     assert (ref["boxes"][:, 2] <= pil.width).all() and (ref["boxes"][:, 3] <= pil.height).all()
+
+
+def test_info_reports_blitznet_default_boxes(capsys):
+    assert main(["info", "blitznet300_r50", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["anchors"] == 45_390

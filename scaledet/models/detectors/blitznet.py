@@ -76,6 +76,10 @@ class BlitzNet(Detector):
         sizes = sizes.reshape(-1, 2)
         return int(sizes[:, 0].max()), int(sizes[:, 1].max())
 
+    def num_anchors(self, height: int, width: int) -> int:
+        """How many default boxes an ``height x width`` input gets (45,390 for BlitzNet300 x4)."""
+        return int(self.anchors((height, width)).shape[0])
+
     def anchors(self, input_hw: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
         """Normalised default boxes ``[N, 4]`` for a network input of ``input_hw``."""
         return self.default_boxes(self.streams.source_sizes(*input_hw), device=device)
