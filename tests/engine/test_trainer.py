@@ -16,7 +16,11 @@ def _losses(trainer):
 def test_resume_after_kill_matches_uninterrupted_run_step_for_step(tiny_config, tmp_path):
     cfg = tiny_config("train.total_steps=6", "train.checkpoint_every=3")
     straight = Trainer(cfg, tmp_path / "straight", progress=False)
-    straight.fit()
+    result = straight.fit()
+    run = tmp_path / "straight"
+    assert (run / "best.pt").is_file() and load_checkpoint(run / "best.pt")["best_stats"] == result["best"]
+    assert (run / "metrics.csv").read_text().count("\n") == 7  # header + one row per step (log_every=1)
+    assert (run / "eval.csv").is_file() and any((run / "tensorboard").iterdir())
 
     crashed = Trainer(cfg, tmp_path / "crash", progress=False, fail_at_step=4)
     with pytest.raises(RuntimeError, match="injected failure"):
