@@ -14,6 +14,8 @@ no positives or no masks.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -56,6 +58,22 @@ class SSDCriterion(torch.nn.Module):
         self.neg_pos_ratio = neg_pos_ratio
         self.seg_weight = seg_weight
         self.det_weight = det_weight
+        self._sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._num_processes = 1
+
+    def distribute_normalizer(self, sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None,
+                              num_processes: int) -> None:
+        """Under DDP, divide by the positives (and valid pixels) of the global batch: gradients are
+        averaged over processes, so each process divides by its share of the global count.
+        Hard negatives are still mined per process, from its own batch."""
+        self._sum_over_processes = sum_over_processes
+        self._num_processes = num_processes
+
+    def _normalizer(self, count: torch.Tensor) -> torch.Tensor:
+        if self._sum_over_processes is None:
+            return count.clamp(min=1).float()
+        total = self._sum_over_processes(count.detach().float())
+        return total.clamp(min=1) / self._num_processes
 
     @torch.no_grad()
     def targets(self, default_boxes: torch.Tensor, targets: list[dict], input_hw: tuple[int, int]):
@@ -104,7 +122,7 @@ class SSDCriterion(torch.nn.Module):
         ce = F.cross_entropy(conf.transpose(1, 2), cls_t.clamp(min=0), reduction="none")  # [B, A]
         negatives = hard_negative_mask(ce, positive, cls_t == 0, self.neg_pos_ratio)
         num_pos = positive.sum()
-        norm = num_pos.clamp(min=1).to(ce.dtype)
+        norm = self._normalizer(num_pos).to(ce.dtype)
         cls_loss = (ce * (positive | negatives).to(ce.dtype)).sum() / norm
         smooth = F.smooth_l1_loss(loc, box_t, beta=1.0, reduction="none").sum(dim=-1)
         loc_loss = (smooth * positive.to(smooth.dtype)).sum() / norm
@@ -123,4 +141,4 @@ class SSDCriterion(torch.nn.Module):
         valid = (labels != MASK_IGNORE).sum()
         ce_sum = F.cross_entropy(seg, labels, ignore_index=MASK_IGNORE, reduction="sum")
         # The zero-weighted seg.sum() keeps the head in the graph when no pixel is valid.
-        return ce_sum / valid.clamp(min=1).to(seg.dtype) + seg.sum() * 0.0
+        return ce_sum / self._normalizer(valid).to(seg.dtype) + seg.sum() * 0.0

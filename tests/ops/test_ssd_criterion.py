@@ -141,3 +141,29 @@ def test_autocast_inputs_give_fp32_losses():
 def test_mismatched_box_count_is_a_clear_error():
     with pytest.raises(ValueError, match="16 default boxes"):
         SSDCriterion(num_classes=2)(torch.zeros(1, 15, 4), torch.zeros(1, 15, 3), None, grid_boxes(), [{}], (8, 8))
+
+
+def test_distributed_normaliser_splits_the_global_count_between_processes():
+    """With a stand-in all-reduce that doubles the count (two processes holding equal batches),
+    each process's loss is its share of the global-batch loss: half of the local loss x 2/2."""
+    import torch
+
+    from scaledet.ops.ssd_criterion import SSDCriterion
+
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8], [0.2, 0.6, 0.3, 0.9]])
+    default = torch.cat([boxes, torch.rand(40, 2, generator=g).mul(0.5).repeat(1, 2) + torch.tensor([0, 0, .3, .3])])
+    loc = torch.randn(2, len(default), 4, generator=g)
+    conf = torch.randn(2, len(default), 4, generator=g)
+    seg = torch.randn(2, 4, 8, 8, generator=g)
+    targets = [{"boxes": boxes * 64, "labels": torch.tensor([0, 1, 2]), "mask": torch.randint(0, 4, (64, 64))}] * 2
+    crit = SSDCriterion(3)
+    local = crit(loc, conf, seg, default, targets, (64, 64))
+    crit.distribute_normalizer(lambda count: count * 2, 2)
+    shared = crit(loc, conf, seg, default, targets, (64, 64))
+    for key in ("det_cls_loss", "det_loc_loss", "seg_loss"):
+        torch.testing.assert_close(shared[key], local[key])  # (2n / 2) == n: same value, global denominator
+    crit.distribute_normalizer(lambda count: count * 4, 2)  # the other process had three times as many
+    halved = crit(loc, conf, seg, default, targets, (64, 64))
+    for key in ("det_cls_loss", "det_loc_loss", "seg_loss"):
+        torch.testing.assert_close(halved[key], local[key] / 2)
