@@ -36,8 +36,8 @@ class DataConfig:
     train_annotations: str | None = None
     val_images: str | None = None
     val_annotations: str | None = None
-    train_split: str = "train"
-    val_split: str = "val"
+    train_split: str | None = "train"  # voc: an ImageSets list; None = every annotated image
+    val_split: str | None = "val"
     train_pattern: str | None = None  # tfrecord shards, e.g. /data/coco/train-*
     val_pattern: str | None = None
     augment: str = "scale_jitter"  # scale_jitter (RetinaNet/TPU) | ssd (BlitzNet) | resize (none)

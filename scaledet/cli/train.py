@@ -42,9 +42,12 @@ def run(args) -> int:
         cleanup()
     if not trainer.info.is_main:  # under torchrun only rank 0 reports
         return 0
-    if result.get("final"):
+    final = result.get("final")
+    if final and "AP" in final:
         from scaledet.eval.coco import format_coco_table
 
-        print(format_coco_table(result["final"]))
+        print(format_coco_table(final))
+    elif final:  # VOC-style evaluation: mAP and mIoU
+        print("  ".join(f"{k} {v:.4f}" for k, v in final.items()))
     print(json.dumps({"step": result["step"], "output_dir": result["output_dir"]}))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -204,3 +205,25 @@ def test_kill_during_save_never_leaves_a_broken_checkpoint(tmp_path):
         assert torch.equal(state["model"]["w"], torch.full((2_000_000,), float(state["step"])))
     # the kills did land mid-save: their temporary files are still there (the trainer removes them)
     assert list(tmp_path.glob(".last.pt.*.tmp"))
+
+
+def test_blitznet_trains_under_ddp_with_images_lacking_masks(shared_data, tmp_path):
+    """Detection-only images (all-ignore masks) in a DDP batch must not leave the segmentation
+    head without gradient: DDP would fail its reduction. 2 processes x 2 VOC images, 3 steps."""
+    from scaledet.config import load_config
+
+    voc = shared_data / "voc2012_first100"
+    cfg = load_config(None, [
+        "model.name=blitznet_tiny", "model.num_classes=20", "model.image_size=128", "data.format=voc",
+        f"data.root={voc}", "data.train_split=null", "data.val_split=Segmentation/val", "data.max_images=8",
+        "eval.max_images=2", "data.augment=resize", "data.num_workers=0", "optim.optimizer=adam",
+        "optim.lr=0.001", "optim.schedule=constant", "train.total_steps=3", "train.checkpoint_every=3",
+        "train.log_every=1",
+        "eval.metric=voc", "eval.batch_size=2", "train.keep_best=mIoU",
+    ])
+    save_config(cfg, tmp_path / "cfg.yaml")
+    code, output = _finish(_launch(tmp_path / "cfg.yaml", tmp_path / "run", per_process_batch=2))
+    assert code == 0, output[-3000:]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
+    rows = _metrics(tmp_path / "run" / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(math.isfinite(r["seg_loss"]) for r in rows)
