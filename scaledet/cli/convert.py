@@ -46,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_torchvision_retinanet(args: argparse.Namespace) -> int:
     import torch
 
-    from scaledet.models.convert import load_state_dict_file, torchvision_retinanet_checkpoint
+    from scaledet.models.convert import torchvision_retinanet_checkpoint
+    from scaledet.models.weights import load_state_dict_file
 
     if args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use --force to overwrite)")

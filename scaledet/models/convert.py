@@ -6,9 +6,9 @@ A scaledet checkpoint is a ``torch.save``d dict: ``model`` (state dict), ``model
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
+
 
 CHECKPOINT_FORMAT = "scaledet-checkpoint-v1"
 TORCHVISION_NUM_ANCHORS = 9
@@ -62,23 +62,6 @@ def torchvision_retinanet_num_classes(state_dict: dict[str, torch.Tensor]) -> in
     if outputs % TORCHVISION_NUM_ANCHORS:
         raise ValueError(f"classification head has {outputs} outputs, not a multiple of 9 anchors")
     return outputs // TORCHVISION_NUM_ANCHORS
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``path``, unwrapping ``{"model": ...}`` / ``{"state_dict": ...}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: not a loadable PyTorch state dict ({str(err).splitlines()[0]})") from err
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (a dict of tensors)")
-    return state
 
 
 def torchvision_retinanet_checkpoint(state_dict: dict[str, torch.Tensor], *, backbone_bn_eps: float | None = None,

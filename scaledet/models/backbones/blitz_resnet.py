@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scaledet.models.common import FeatureInfo, NormSettings
+from scaledet.models.weights import load_state_dict_file
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +144,8 @@ class BlitzResNet(nn.Module):
 def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a local state dict (torchvision ResNet-50 key names); the classifier ``fc.*`` is
     dropped. Returns and logs the (missing, unexpected) keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained backbone weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
+    state = load_state_dict_file(path, "pretrained backbone weights")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatch

@@ -18,6 +18,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
 
 from scaledet.models.common import FeatureInfo, NormSettings
+from scaledet.models.weights import load_state_dict_file
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +87,7 @@ class ResNetBackbone(ResNet):
 
     def load_pretrained(self, path: str | Path) -> LoadReport:
         """Load a torchvision/timm ResNet state dict (optionally inside ``state_dict``/``model``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: pretrained ResNet weights not found (scaledet never downloads; "
-                                    "give the path of a local state-dict file)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - re-raised with the file name
-            raise ValueError(f"{path}: not a loadable PyTorch state dict ({err})") from err
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"{path}: expected a dict of tensors (a ResNet state dict)")
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = load_state_dict_file(path, "pretrained ResNet weights")
         # The classifier is not part of the backbone; it is dropped silently.
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         result = self.load_state_dict(state, strict=False)
