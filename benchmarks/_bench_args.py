@@ -45,3 +45,16 @@ def ratio(name: str, before: dict, after: dict) -> float:
 
 def done(record: dict) -> None:
     print("# " + json.dumps({**record, **machine_note()}))
+
+
+def inference_setup(args):
+    """A seeded eval-mode ``args.model`` and a random input batch with its image sizes."""
+    import torch
+
+    from scaledet.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model(args.model).eval()
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size)
+    sizes = torch.tensor([[args.image_size] * 2] * args.batch)
+    return model, x, sizes

@@ -6,17 +6,13 @@ import time
 
 import torch
 
-from _bench_args import done, measure, parser, ratio, setup
-from scaledet.registry import create_model
+from _bench_args import inference_setup, done, measure, parser, ratio, setup
 
 p = parser(__doc__, model="retinanet_spinenet49_tiny", image_size=256, iters=5)
 p.add_argument("--mode", default=None, help="torch.compile mode (default / reduce-overhead / max-autotune)")
 args = p.parse_args()
 setup(args)
-torch.manual_seed(0)
-model = create_model(args.model).eval()
-x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-sizes = torch.tensor([[args.image_size] * 2] * args.batch)
+model, x, sizes = inference_setup(args)
 compiled = torch.compile(model, mode=args.mode)
 
 

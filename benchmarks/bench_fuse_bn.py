@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from _bench_args import done, measure, parser, ratio, setup
+from _bench_args import inference_setup, done, measure, parser, ratio, setup
 from scaledet.export.fuse import fuse_conv_bn
-from scaledet.registry import create_model
 
 args = parser(__doc__).parse_args()
 setup(args)
-torch.manual_seed(0)
-model = create_model(args.model).eval()
+model, x, sizes = inference_setup(args)
 fused = fuse_conv_bn(model)
-x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-sizes = torch.tensor([[args.image_size] * 2] * args.batch)
 
 
 def run(m):

@@ -3,15 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from _bench_args import done, measure, parser, ratio, setup
-from scaledet.registry import create_model
+from _bench_args import inference_setup, done, measure, parser, ratio, setup
 
 args = parser(__doc__).parse_args()
 setup(args)
-torch.manual_seed(0)
-model = create_model(args.model).eval()
-x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-sizes = torch.tensor([[args.image_size] * 2] * args.batch)
+model, x, sizes = inference_setup(args)
 
 
 def run(context):
