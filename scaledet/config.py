@@ -1,6 +1,7 @@
 """Experiment configuration: frozen dataclasses loaded from YAML, overridable with dotted keys.
 
-``load_config("configs/x.yaml", ["train.total_steps=10", "model.args.head_width=64"])``.
+``load_config("retinanet_spinenet49s_coco", ["train.total_steps=10", "model.args.head_width=64"])``
+(a packaged recipe, see :mod:`scaledet.configs`, or a path to a YAML file).
 Unknown keys are errors that name the key and list the allowed ones.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from scaledet.configs import resolve_config
 
 
 class ConfigError(ValueError):
@@ -219,9 +222,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        try:
+            path = resolve_config(path)  # a YAML file, or the name of a packaged recipe
+        except FileNotFoundError as err:
+            raise ConfigError(str(err)) from None
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:

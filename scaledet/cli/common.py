@@ -15,7 +15,7 @@ def new_parser(subparsers, name: str, help_text: str, example: str) -> argparse.
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("config", nargs=None if required else "?", help="YAML config file (see configs/)")
+    parser.add_argument("config", nargs=None if required else "?", help="a packaged config name (see `scaledet configs`) or a YAML file")
     add_set_argument(parser)
 
 

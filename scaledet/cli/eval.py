@@ -6,9 +6,8 @@ from pathlib import Path
 
 from scaledet.cli.common import add_config_arguments, add_device_argument, new_parser
 
-EXAMPLE = """  scaledet eval configs/retinanet_spinenet49s_coco.yaml --checkpoint runs/49s/best.pt \\
-      --set data.val_images=coco/val2017 --set data.val_annotations=coco/annotations/instances_val2017.json
-  scaledet eval configs/blitznet300_r50_voc.yaml --checkpoint runs/blitz/last.pt --json
+EXAMPLE = """  scaledet eval retinanet_spinenet49s_coco --checkpoint runs/49s/best.pt --set data.root=/data/coco
+  SCALEDET_DATA_ROOT=/data scaledet eval blitznet300_r50_voc --checkpoint runs/blitz/last.pt --json
 """
 
 

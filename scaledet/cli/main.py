@@ -13,7 +13,7 @@ import scaledet
 
 SUBCOMMANDS = (
     "demo", "train", "eval", "eval_results", "predict", "info", "export", "benchmark", "convert",
-    "convert_data",
+    "convert_data", "configs",
 )
 
 

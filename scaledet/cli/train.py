@@ -5,10 +5,11 @@ import json
 
 from scaledet.cli.common import add_config_arguments, add_device_argument, new_parser
 
-EXAMPLE = """  scaledet train configs/retinanet_spinenet49s_coco.yaml --output runs/49s \\
-      --set data.train_images=coco/train2017 --set train.total_steps=1000
-  torchrun --nproc_per_node=8 --max-restarts=1 -m scaledet.cli.main train configs/retinanet_nasfpn_r50_coco.yaml \
-      --output runs/nasfpn --resume
+EXAMPLE = """  scaledet train retinanet_spinenet49s_coco --output runs/49s \\
+      --set data.root=/data/coco --set train.total_steps=1000
+  SCALEDET_DATA_ROOT=/data torchrun --nproc_per_node=8 --max-restarts=1 -m scaledet.cli.main \\
+      train retinanet_nasfpn_r50_coco --output runs/nasfpn --resume
+  scaledet train my_recipe.yaml --output runs/mine      (a YAML file; start from `scaledet configs NAME`)
   (optim.lr is for the global batch, train.batch_size x processes; see docs/DISTRIBUTED.md)
 """
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from scaledet.config import DataConfig
+from scaledet.data.paths import resolve_data_paths
 
 FORMATS = ("synthetic", "coco", "voc", "tfrecord")
 DEFAULT_SYNTHETIC_ROOT = Path("scaledet_data") / "synthetic"
@@ -71,6 +72,7 @@ def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> 
     """Data sets without transforms; call ``DataBundle.set_transforms`` once the model exists."""
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown data.format {cfg.format!r}; allowed: {', '.join(FORMATS)}")
+    cfg = resolve_data_paths(cfg, train=train, val=val)  # relative paths: under data.root
     train_tf = eval_tf = None
     if cfg.format in ("synthetic", "coco"):
         from scaledet.data.coco import CocoDetection

@@ -164,11 +164,9 @@ def test_tiny_resnet_nasfpn_learns_and_takes_any_input_size():
 
 
 def test_mindspore_recipe_config_builds_its_model():
-    from pathlib import Path
-
     from scaledet.config import load_config
 
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "retinanet_nasfpn_r50_coco.yaml")
+    config = load_config("retinanet_nasfpn_r50_coco")  # the packaged recipe
     with torch.device("meta"):
         model = create_model(config.model.name, num_classes=config.model.num_classes,
                              image_size=config.model.image_size, **config.model.args)
