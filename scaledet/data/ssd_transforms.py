@@ -1,4 +1,4 @@
-"""SSD-style augmentation with semantic masks (BlitzNet, BLITZNET.md §3.4).
+"""SSD-style augmentation with semantic masks (BlitzNet, docs/reference/BLITZNET.md §3.4).
 
 Train order, as in the reference: photometric distortion (image only) -> zoom-out (p 0.5) ->
 random crop -> horizontal flip (p 0.5) -> resize to S x S -> drop boxes under 2 px -> normalise.
@@ -20,7 +20,7 @@ Choices and how they differ from the reference (TF 1.x BlitzNet):
 * Zoom-out: ``v2.RandomZoomOut`` with ratio U[1.05, 4), image filled with the dataset mean
   colour (exactly 0 after normalisation). The mask is filled with ``expand_mask_fill``, default
   0 (background) as in the reference: the padded border really holds no object, so background
-  is a true label there. The cost (BLITZNET.md §3.3 quirk) is that an image without a mask gets
+  is a true label there. The cost (docs/reference/BLITZNET.md §3.3 quirk) is that an image without a mask gets
   background labels on its border; pass ``expand_mask_fill=255`` to keep such images free of
   segmentation loss.
 * Crop ``"coverage"`` (default, the reference): TF ``sample_distorted_bounding_box`` semantics,
@@ -37,7 +37,7 @@ Choices and how they differ from the reference (TF 1.x BlitzNet):
   resized to S x S with ``nearest-exact`` (pixel-centre aligned, so it stays on the bilinear
   image; TF 1.x nearest takes the top-left source pixel, up to half a source pixel off).
   The reference resizes the mask straight to the head resolution (75 x 75 at 300);
-  here that downsampling is left to the segmentation loss (BLITZNET.md §3.5).
+  here that downsampling is left to the segmentation loss (docs/reference/BLITZNET.md §3.5).
 """
 from __future__ import annotations
 

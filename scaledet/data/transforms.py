@@ -1,4 +1,4 @@
-"""Train / eval transforms (SpineNet TPU input pipeline, SPINENET.md §1.14).
+"""Train / eval transforms (SpineNet TPU input pipeline, docs/reference/SPINENET.md §1.14).
 
 Both take ``(uint8 image [3,H,W], target in original pixels)`` and return a normalised float
 image with a target per docs/CONTRACTS.md. Boxes and masks are carried as ``tv_tensors`` so

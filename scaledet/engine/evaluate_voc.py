@@ -1,6 +1,6 @@
 """VOC detection mAP and segmentation mIoU of a BlitzNet-style model on a VOC data set.
 
-mIoU is computed at the original image resolution, as the reference protocol (BLITZNET.md §5);
+mIoU is computed at the original image resolution, as the reference protocol (docs/reference/BLITZNET.md §5);
 the predicted label map is resized from the network input with nearest neighbour.
 """
 from __future__ import annotations

@@ -37,7 +37,7 @@ class NormSettings:
         return nn.BatchNorm2d(channels, momentum=self.momentum, eps=self.eps)
 
 
-# tensorflow/tpu RetinaNet defaults: decay 0.997, eps 1e-4 (SPINENET.md §1.16).
+# tensorflow/tpu RetinaNet defaults: decay 0.997, eps 1e-4 (docs/reference/SPINENET.md §1.16).
 TPU_RETINANET_NORM = NormSettings.from_tf(0.997, 1e-4)
 
 

@@ -1,4 +1,4 @@
-"""SSD default boxes as BlitzNet defines them (BLITZNET.md §2.1).
+"""SSD default boxes as BlitzNet defines them (docs/reference/BLITZNET.md §2.1).
 
 Written by hand: torchvision's ``DefaultBoxGenerator`` uses a different scale schedule, clips
 to [0, 1] and orders the boxes differently. Coordinates are normalised xyxy, centres on the map

@@ -1,4 +1,4 @@
-"""BlitzNet / SSD training loss (BLITZNET.md §2.2-2.4, §3.3-3.5), computed in fp32.
+"""BlitzNet / SSD training loss (docs/reference/BLITZNET.md §2.2-2.4, §3.3-3.5), computed in fp32.
 
 - matching: IoU >= 0.5 plus each ground truth's best default box (lower GT index wins ties);
 - classification: softmax cross-entropy (class 0 = background), hard negatives mined over the
@@ -131,7 +131,8 @@ class SSDCriterion(torch.nn.Module):
     def segmentation_loss(self, seg: torch.Tensor, targets: list[dict], input_hw: tuple[int, int]) -> torch.Tensor:
         batch = seg.shape[0]
         labels = torch.full((batch, *input_hw), MASK_IGNORE, dtype=torch.long, device=seg.device)
-        for i, t in enumerate(targets):  # an image without a mask stays all-ignore (§3.3)
+        # an image without a mask stays all-ignore (docs/reference/BLITZNET.md §3.3)
+        for i, t in enumerate(targets):
             mask = t.get("mask")
             if mask is not None:
                 mh, mw = mask.shape[-2:]

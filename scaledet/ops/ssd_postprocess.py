@@ -1,4 +1,4 @@
-"""BlitzNet test-time post-processing (BLITZNET.md §2.3, §2.5, §1.7), vectorised over the batch.
+"""BlitzNet test-time post-processing (docs/reference/BLITZNET.md §2.3, §2.5, §1.7), vectorised over the batch.
 
 Detection: softmax over C+1 classes; per class keep the top ``pre_nms_topk`` boxes (400), drop
 scores <= ``score_threshold`` (0.01), class-wise greedy NMS (IoU 0.45), at most

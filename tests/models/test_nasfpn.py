@@ -111,7 +111,7 @@ def test_retinanet_nasfpn_r50_384_is_the_7at384_layout():
         model = create_model("retinanet_nasfpn_r50_384")
     assert model.neck.feature_info[0].channels == 384 and len(model.neck.stacks) == 7
     assert model.head.cls_tower.convs[0].out_channels == 384
-    # paper ≈103.9M; straightforward count 103.6M (NASFPN.md §2.5)
+    # paper ≈103.9M; straightforward count 103.6M (docs/reference/NASFPN.md §2.5)
     assert abs(count_params(model) - 103.6e6) / 103.6e6 < 0.01
 
 

@@ -1,5 +1,5 @@
 """SpineNet backbone and the registered RetinaNet-SpineNet models: faithfulness to the published
-sizes (SPINENET.md §1.12-1.13) and behaviour of the scale-permuted wiring."""
+sizes (docs/reference/SPINENET.md §1.12-1.13) and behaviour of the scale-permuted wiring."""
 import pytest
 import torch
 import torch.nn as nn
@@ -50,7 +50,8 @@ def test_published_params_and_macs(name):
 
 
 def test_49s_with_tpu_code_endpoints_matches_own_arithmetic():
-    # §1.12: 128-channel endpoints (the tpu code) give 9.09M backbone, 11.27M / 30.8G model.
+    # docs/reference/SPINENET.md §1.12: 128-channel endpoints (the tpu code) give 9.09M backbone,
+    # 11.27M / 30.8G model.
     with torch.device("meta"):
         model = scaledet.create_model("retinanet_spinenet49s", endpoints_num_filters=128)
     assert count_params(model.backbone) / 1e6 == pytest.approx(9.09, abs=0.005)
@@ -61,7 +62,8 @@ def test_49s_with_tpu_code_endpoints_matches_own_arithmetic():
 def test_49s_widths_and_resampling_follow_the_tpu_rules():
     with torch.device("meta"):
         net = spinenet("49S")
-    # §1.5: stem parents squeeze 41 -> int(41 * 0.5) = 20, then expand to block 2's 4 * 41.
+    # docs/reference/SPINENET.md §1.5: stem parents squeeze 41 -> int(41 * 0.5) = 20, then expand
+    # to block 2's 4 * 41.
     squeeze, expand = net.blocks[0].resamples[0].layers[0][0], net.blocks[0].resamples[0].layers[-1][0]
     assert (squeeze.in_channels, squeeze.out_channels, expand.out_channels) == (164, 20, 164)
     # Block 15 <- block 5 is L4 -> L7: stride-2 conv then one max pool with kernel 5, stride 4.

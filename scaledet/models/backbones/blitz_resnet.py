@@ -1,4 +1,4 @@
-"""ResNet-50 trunk in the original MSRA/Caffe layout, as BlitzNet uses it (BLITZNET.md §1.2).
+"""ResNet-50 trunk in the original MSRA/Caffe layout, as BlitzNet uses it (docs/reference/BLITZNET.md §1.2).
 
 Written by hand rather than from ``torchvision.models.resnet.Bottleneck`` because torchvision
 puts the stride of a down-sampling unit on the 3x3 conv ("v1.5"); the reference puts it on the
@@ -24,7 +24,7 @@ from scaledet.models.weights import load_state_dict_file
 
 logger = logging.getLogger(__name__)
 
-BLITZ_NORM = NormSettings.from_tf(0.9, 1e-5)  # BLITZNET.md §1.8
+BLITZ_NORM = NormSettings.from_tf(0.9, 1e-5)  # docs/reference/BLITZNET.md §1.8
 
 
 def variance_scaling_(weight: torch.Tensor, factor: float) -> torch.Tensor:
@@ -42,7 +42,7 @@ def variance_scaling_(weight: torch.Tensor, factor: float) -> torch.Tensor:
 
 class TFSameMaxPool2d(nn.Module):
     """3x3/2 max-pool with TF "SAME" padding: the padding is split with the extra pixel at the
-    bottom/right, so for even inputs only bottom/right are padded (BLITZNET.md §1.2). We chose to
+    bottom/right, so for even inputs only bottom/right are padded (docs/reference/BLITZNET.md §1.2). We chose to
     match TF rather than use PyTorch ``padding=1``, which shifts the window by one pixel."""
 
     def __init__(self, kernel: int = 3, stride: int = 2):

@@ -3,7 +3,7 @@
 The network is built from data: a block-spec table (level, block type, two parents, output
 flag) and a per-variant scaling row. Widths, resampling paths and the "unused block" merges
 are all derived from those two tables, following the tensorflow/tpu detection code
-(facts in docs/reference SPINENET.md §1.2-1.11).
+(facts in docs/reference/SPINENET.md §1.2-1.11).
 
 Written by hand because neither torchvision nor timm ships SpineNet.
 
@@ -45,7 +45,7 @@ class BlockSpec:
     is_output: bool
 
 
-# SpineNet-49 block specification (SPINENET.md §1.4); 96/143/190 reuse it with repeats.
+# SpineNet-49 block specification (docs/reference/SPINENET.md §1.4); 96/143/190 reuse it with repeats.
 SPINENET49_BLOCK_SPECS: tuple[BlockSpec, ...] = (
     BlockSpec(2, BOTTLENECK, (0, 1), False),
     BlockSpec(4, RESIDUAL, (0, 1), False),
@@ -64,7 +64,7 @@ SPINENET49_BLOCK_SPECS: tuple[BlockSpec, ...] = (
     BlockSpec(6, BOTTLENECK, (12, 14), True),
 )
 
-# 3x3-conv width of a block per level before width scaling (FILTER_SIZE_MAP, §1.3).
+# 3x3-conv width of a block per level before width scaling (FILTER_SIZE_MAP, docs/reference/SPINENET.md §1.3).
 BASE_FILTERS: dict[int, int] = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
 STEM_WIDTH = 64  # the 7x7 stem conv is never width-scaled
 BOTTLENECK_EXPANSION = 4
@@ -78,10 +78,11 @@ class SpineNetScaling:
     block_repeats: int
 
 
-# SCALING_MAP of tensorflow/tpu (§1.10), except the 49S endpoint width: the tpu code says 128,
-# but the published 12.0M params / 33.8B FLOPs and the released checkpoint (tensorflow/tpu#767,
-# head conv [3,3,256,128]) need 256-channel endpoints feeding the 128-wide head. We default to
-# 256 so the model matches the paper; pass endpoints_num_filters=128 to follow the tpu code.
+# SCALING_MAP of tensorflow/tpu (docs/reference/SPINENET.md §1.10), except the 49S endpoint
+# width: the tpu code says 128, but the published 12.0M params / 33.8B FLOPs and the released
+# checkpoint (tensorflow/tpu#767, head conv [3,3,256,128]) need 256-channel endpoints feeding the
+# 128-wide head. We default to 256 so the model matches the paper; pass endpoints_num_filters=128
+# to follow the tpu code.
 # The mobile 49XS/49S/49 (MBConv blocks) are a different architecture and are not built here.
 SCALING: dict[str, SpineNetScaling] = {
     "49S": SpineNetScaling(256, 0.65, 0.5, 1),
@@ -158,7 +159,7 @@ def block_group(block_type: BlockType, in_channels: int, width: int, repeats: in
 
 
 class Resample(nn.Module):
-    """Brings a parent to a target block's level and channel count (SPINENET.md §1.6):
+    """Brings a parent to a target block's level and channel count (docs/reference/SPINENET.md §1.6):
     1x1 squeeze to alpha*C (+BN+act), spatial change, 1x1 to target channels (+BN, no act)."""
 
     def __init__(self, parent: _Node, target: _Node, alpha: float, *, norm: NormSettings, act: str):

@@ -1,5 +1,5 @@
 """BlitzNet (Dvornik et al., ICCV 2017): joint SSD-style detection and semantic segmentation
-from one ResNet + down-scale/ResSkip up-scale network (facts: BLITZNET.md).
+from one ResNet + down-scale/ResSkip up-scale network (facts: docs/reference/BLITZNET.md).
 
 The detector is assembled from parts passed in as objects: trunk, streams, detection head,
 segmentation head, default boxes, criterion and post-processor.
@@ -29,7 +29,7 @@ from scaledet.ops.ssd_criterion import SSDCriterion
 from scaledet.ops.ssd_postprocess import SSDPostProcessor
 from scaledet.registry import register_model
 
-# Reference: RGB [0,1] -> x255 -> BGR -> subtract mean, no std (BLITZNET.md §1.1). Expressed
+# Reference: RGB [0,1] -> x255 -> BGR -> subtract mean, no std (docs/reference/BLITZNET.md §1.1). Expressed
 # here on the [0,1] scale in RGB order (our loaders give RGB; the trunk is not BGR-specific).
 BLITZNET_MEAN = (123.151630838 / 255, 115.902882574 / 255, 103.062623801 / 255)
 BLITZNET_STD = (1 / 255, 1 / 255, 1 / 255)
@@ -111,7 +111,7 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
                    pixel_mean: tuple[float, float, float] = BLITZNET_MEAN,
                    pixel_std: tuple[float, float, float] = BLITZNET_STD,
                    class_names: list[str] | None = None) -> BlitzNet:
-    """BlitzNet with the reference defaults (BLITZNET.md §1-2) unless told otherwise.
+    """BlitzNet with the reference defaults (docs/reference/BLITZNET.md §1-2) unless told otherwise.
 
     ``num_down_blocks`` None: 4 for inputs >= 512 (block5-8), else 3 (block5-7).
     ``anchor_scales`` None: the reference (smallest, min, max) for the number of source maps."""

@@ -89,7 +89,7 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
                     pixel_std: tuple[float, float, float] = IMAGENET_STD,
                     class_names: list[str] | None = None,
                     anchor_generator: AnchorGenerator | None = None) -> RetinaNet:
-    """RetinaNet with the tensorflow/tpu defaults (SPINENET.md §1.14) unless told otherwise."""
+    """RetinaNet with the tensorflow/tpu defaults (docs/reference/SPINENET.md §1.14) unless told otherwise."""
     features = (neck or backbone).feature_info
     levels = [f.level for f in features]
     anchors = anchor_generator or AnchorGenerator.tpu(min(levels), max(levels), anchor_size, num_scales,

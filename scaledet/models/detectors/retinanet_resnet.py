@@ -3,7 +3,8 @@
 ``retinanet_resnet50_fpn`` is torchvision's ``retinanet_resnet50_fpn`` (v1) rebuilt from our
 parts with identical parameters, so its weights convert one to one
 (:func:`scaledet.models.convert.convert_torchvision_retinanet`). The NAS-FPN models follow the
-tensorflow/tpu layout (NASFPN.md §2) with the TPU RetinaNet head and losses (SPINENET.md §1.14).
+tensorflow/tpu layout (docs/reference/NASFPN.md §2) with the TPU RetinaNet head and losses
+(docs/reference/SPINENET.md §1.14).
 Every builder forwards further keyword arguments to ``build_retinanet``.
 """
 from __future__ import annotations

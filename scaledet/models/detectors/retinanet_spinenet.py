@@ -1,4 +1,4 @@
-"""Registered RetinaNet + SpineNet models (SPINENET.md §1.10, §1.14-1.16).
+"""Registered RetinaNet + SpineNet models (docs/reference/SPINENET.md §1.10, §1.14-1.16).
 
 Defaults follow the tensorflow/tpu yaml recipes ("protocol C": swish, stochastic depth 0.2,
 0.16 for SpineNet-143), the published head widths and anchor sizes, and 91 COCO classes so the

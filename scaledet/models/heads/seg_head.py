@@ -1,4 +1,4 @@
-"""BlitzNet segmentation head (BLITZNET.md §1.7): every detection source -> conv to
+"""BlitzNet segmentation head (docs/reference/BLITZNET.md §1.7): every detection source -> conv to
 ``base_channels`` + ReLU, nearest resize to the finest map, concat, 3x3 conv -> class logits."""
 from __future__ import annotations
 

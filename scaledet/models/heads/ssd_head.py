@@ -1,5 +1,5 @@
 """SSD-style detection heads of BlitzNet: one non-shared pair of 3x3 convs per source map
-(BLITZNET.md §1.6). Bias, no BN, no activation."""
+(docs/reference/BLITZNET.md §1.6). Bias, no BN, no activation."""
 from __future__ import annotations
 
 import torch

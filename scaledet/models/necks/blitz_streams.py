@@ -1,4 +1,4 @@
-"""BlitzNet down-scale and up-scale (ResSkip) streams (BLITZNET.md §1.3-1.5).
+"""BlitzNet down-scale and up-scale (ResSkip) streams (docs/reference/BLITZNET.md §1.3-1.5).
 
 Takes the trunk's stage outputs (strides 4, 8, 16, 32) and returns the detection sources,
 finest first: [rev1 (x4 only)], rev2, rev3, ..., the first ResSkip output, then "pool6" (1x1).

@@ -1,14 +1,14 @@
 """NAS-FPN (Ghiasi et al., arXiv 1904.07392): stacked merging cells over P3..P7.
 
 The graph is data: ``NASFPN_CELLS`` is the published sequence of seven merging cells
-(NASFPN.md §2.2, tensorflow/tpu ``NASFPN_BLOCK_SPECS``). Nodes 0..4 are a stack's inputs
+(docs/reference/NASFPN.md §2.2, tensorflow/tpu ``NASFPN_BLOCK_SPECS``). Nodes 0..4 are a stack's inputs
 P3..P7; cell k appends node 5 + k. Written by hand because neither torchvision nor timm ships it.
 
 Per node: resample both inputs to the cell's level (max pool down with kernel = stride = 2^k,
 nearest up), combine them (sum, or global-pooling attention), and if the cell is an output add
 every earlier node of that level that nobody consumed; then ReLU -> 3x3 conv (bias) -> BN.
 
-Conventions that differ between implementations are options (NASFPN.md §3):
+Conventions that differ between implementations are options (docs/reference/NASFPN.md §3):
 - ``attention="max_coarse"`` (tensorflow/tpu, TF2): coarse + fine * sigmoid(globalmax(coarse));
   ``"avg_fine"`` (mmdetection, MindSpore): fine + coarse * sigmoid(globalavg(fine)).
   "coarse"/"fine" refer to the inputs' levels before resampling.
@@ -18,7 +18,7 @@ Conventions that differ between implementations are options (NASFPN.md §3):
   caffe2-xavier); TPU uses TF's glorot-uniform.
 - At widths other than 256 every cell conv is width -> width (the paper's "7@384" layout);
   TF2 Model Garden instead keeps 256-channel nodes with 1x1 resampling convs (≈93M vs ≈104M
-  parameters for R-50 7@384, NASFPN.md §5).
+  parameters for R-50 7@384, docs/reference/NASFPN.md §5).
 """
 from __future__ import annotations
 
