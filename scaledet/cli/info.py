@@ -21,7 +21,9 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def describe(name: str, image_size: int | None = None, num_classes: int | None = None) -> dict:
+def describe(name: str, image_size: int | None = None, num_classes: int | None = None, *,
+             count_mult_adds: bool = True) -> dict:
+    """What `scaledet info` prints, as a dict (``macs`` left out with ``count_mult_adds=False``)."""
     import torch
 
     from scaledet.registry import builder_arguments, create_model
@@ -35,8 +37,9 @@ def describe(name: str, image_size: int | None = None, num_classes: int | None =
     with torch.device("meta"):
         model = create_model(name, **kwargs)
     size = image_size or model.default_image_size
-    info = {"model": name, "image_size": size, "num_classes": model.num_classes,
-            "params": count_params(model), "macs": count_macs(model, size, device="meta")}
+    info = {"model": name, "image_size": size, "num_classes": model.num_classes, "params": count_params(model)}
+    if count_mult_adds:
+        info["macs"] = count_macs(model, size, device="meta")
     if hasattr(model, "num_anchors"):
         info["anchors"] = model.num_anchors(size, size)
     elif hasattr(model, "anchor_generator"):
