@@ -34,7 +34,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     format: str = "synthetic"  # synthetic | coco | voc | tfrecord
-    root: str | None = None  # synthetic: where to write it; voc: the VOC20xx folder
+    # Relative data paths below are taken under root, a relative root under $SCALEDET_DATA_ROOT
+    # (scaledet/data/paths.py). voc: the VOC20xx folder; synthetic: where to write it.
+    root: str | None = None
     train_images: str | None = None
     train_annotations: str | None = None
     val_images: str | None = None
