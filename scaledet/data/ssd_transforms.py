@@ -51,7 +51,7 @@ from torchvision.transforms.v2 import functional as F
 from scaledet.data.images import to_rgb_tensor
 
 __all__ = ["SSDTrainTransform", "SSDEvalTransform", "photometric_distort", "sample_coverage_crop",
-           "BLITZNET_CROP_COVERAGES"]
+           "crop_keeping_centres", "BLITZNET_CROP_COVERAGES"]
 
 BLITZNET_CROP_COVERAGES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 PER_BOX_KEYS = ("labels", "iscrowd", "difficult")
@@ -274,19 +274,31 @@ class SSDTrainTransform(_SSDTransform):
             if window is None:
                 return image, boxes, mask, keep
             top, left, crop_h, crop_w = window
-        plain = boxes.as_subclass(torch.Tensor)
-        cx, cy = (plain[:, 0] + plain[:, 2]) / 2, (plain[:, 1] + plain[:, 3]) / 2
+        return crop_keeping_centres(image, boxes, mask, keep, (top, left, crop_h, crop_w))
+
+
+def crop_keeping_centres(image: tv_tensors.Image, boxes: tv_tensors.BoundingBoxes, mask: tv_tensors.Mask | None,
+                         keep: torch.Tensor, window: tuple[int, int, int, int], *, strict: bool = False):
+    """Crop to ``window = (top, left, height, width)`` and keep the boxes whose centre lies inside
+    it (on the border too unless ``strict``), clipped to it; ``keep`` (a mask over the caller's
+    original boxes) is updated to mark the survivors."""
+    top, left, crop_h, crop_w = window
+    plain = boxes.as_subclass(torch.Tensor)
+    cx, cy = (plain[:, 0] + plain[:, 2]) / 2, (plain[:, 1] + plain[:, 3]) / 2
+    if strict:
+        inside = (cx > left) & (cx < left + crop_w) & (cy > top) & (cy < top + crop_h)
+    else:
         inside = (cx >= left) & (cx <= left + crop_w) & (cy >= top) & (cy <= top + crop_h)
-        image = F.crop(image, top, left, crop_h, crop_w)
-        cropped = F.crop(boxes, top, left, crop_h, crop_w)
-        kept = cropped.as_subclass(torch.Tensor)[inside]
-        kept[:, 0::2] = kept[:, 0::2].clamp(0, crop_w)  # explicit: clamping modes vary by version
-        kept[:, 1::2] = kept[:, 1::2].clamp(0, crop_h)
-        boxes = tv_tensors.wrap(kept, like=cropped)
-        if mask is not None:
-            mask = F.crop(mask, top, left, crop_h, crop_w)
-        keep[keep.clone()] = inside
-        return image, boxes, mask, keep
+    image = F.crop(image, top, left, crop_h, crop_w)
+    cropped = F.crop(boxes, top, left, crop_h, crop_w)
+    kept = cropped.as_subclass(torch.Tensor)[inside]
+    kept[:, 0::2] = kept[:, 0::2].clamp(0, crop_w)  # explicit: clamping modes vary by version
+    kept[:, 1::2] = kept[:, 1::2].clamp(0, crop_h)
+    boxes = tv_tensors.wrap(kept, like=cropped)
+    if mask is not None:
+        mask = F.crop(mask, top, left, crop_h, crop_w)
+    keep[keep.clone()] = inside
+    return image, boxes, mask, keep
 
 
 class SSDEvalTransform(_SSDTransform):
