@@ -9,7 +9,7 @@ from torch.utils.data import Dataset, Subset
 from scaledet.config import DataConfig
 from scaledet.data.paths import resolve_data_paths
 
-FORMATS = ("synthetic", "coco", "voc", "tfrecord")
+FORMATS = ("synthetic", "coco", "voc", "tfrecord", "mindrecord")
 DEFAULT_SYNTHETIC_ROOT = Path("scaledet_data") / "synthetic"
 
 
@@ -42,13 +42,17 @@ def _pick_train_transform(cfg: DataConfig, image_size: int, mean, std, square: b
         from scaledet.data.ssd_transforms import SSDTrainTransform
 
         return SSDTrainTransform(image_size, mean, std)
+    if cfg.augment == "port_iou_crop":  # the MindSpore NAS-FPN port's augmentation
+        from scaledet.data.port_transforms import PortIoUCropTransform
+
+        return PortIoUCropTransform(image_size, mean, std)
     if cfg.augment == "resize":  # no augmentation: the evaluation resize (overfitting checks)
         return eval_transform(image_size, mean, std, square)
     if cfg.augment == "scale_jitter":
         from scaledet.data.transforms import TrainTransform
 
         return TrainTransform(image_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip, mean=mean, std=std)
-    raise ValueError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd, resize")
+    raise ValueError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd, port_iou_crop, resize")
 
 
 def eval_transform(image_size: int, mean, std, square: bool):
@@ -103,6 +107,17 @@ def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> 
         from scaledet.data.voc import VOC_CLASSES
 
         bundle = DataBundle(train_ds, val_ds, list(VOC_CLASSES), None, None)
+    elif cfg.format == "mindrecord":  # the MindSpore port's files; *_pattern names one shard of each set
+        from scaledet.data.mindrecord_dataset import MindRecordDetection
+
+        categories = cfg.val_annotations or cfg.train_annotations  # category ids by name; else COCO 2017's
+        train_ds = MindRecordDetection(_require(cfg.train_pattern, "train_pattern"), train_tf,
+                                       categories_json=categories) if train else None
+        val_ds = MindRecordDetection(_require(cfg.val_pattern, "val_pattern"), eval_tf,
+                                     categories_json=categories) if val else None
+        ref = train_ds or val_ds
+        bundle = DataBundle(train_ds, val_ds, ref.class_names, ref.label_to_category_id,
+                            Path(cfg.val_annotations) if val and cfg.val_annotations else None)
     else:
         from scaledet.data.tfrecord import TFRecordDetection
 

@@ -5,7 +5,12 @@ import math
 
 from scaledet.config import OptimConfig
 
-SCHEDULES = ("constant", "step", "cosine", "multiphase_warmup_cosine")
+SCHEDULES = ("constant", "step", "cosine", "multiphase_warmup_cosine", "mindspore_nasfpn")
+
+# The MindSpore NAS-FPN port's get_lr restarts warm-up phases 2..5 at these absolute learning rates,
+# whatever lr_max is; with its lr_max 0.1 only phase 2 jumps (from lr/3e4 to 1e-5)
+# (docs/reference/MINDSPORE_FORMATS.md §5).
+PORT_PHASE_STARTS = (None, 1e-5, 1e-4, 1e-3, 1e-2)
 
 
 def learning_rate(cfg: OptimConfig, step: int, total_steps: int) -> float:
@@ -14,6 +19,11 @@ def learning_rate(cfg: OptimConfig, step: int, total_steps: int) -> float:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     if cfg.schedule == "multiphase_warmup_cosine":
         return _multiphase(cfg, step, total_steps)
+    if cfg.schedule == "mindspore_nasfpn":
+        if len(cfg.warmup_phases) != len(PORT_PHASE_STARTS):
+            raise ValueError(f"schedule mindspore_nasfpn needs {len(PORT_PHASE_STARTS)} warmup_phases (the port's), "
+                             f"got {len(cfg.warmup_phases)}")
+        return _multiphase(cfg, step, total_steps, PORT_PHASE_STARTS)
     start = cfg.warmup_start_lr if cfg.warmup_start_lr is not None else cfg.lr / 10
     if step < cfg.warmup_steps:
         return start + (cfg.lr - start) * step / cfg.warmup_steps
@@ -27,15 +37,19 @@ def learning_rate(cfg: OptimConfig, step: int, total_steps: int) -> float:
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _multiphase(cfg: OptimConfig, step: int, total_steps: int) -> float:
+def _multiphase(cfg: OptimConfig, step: int, total_steps: int,
+                starts: tuple[float | None, ...] | None = None) -> float:
     """Piecewise-linear warm-up through ``warmup_phases`` then cosine to ``min_lr``.
 
     Each phase is (fraction of the total steps, lr factor reached at its end); the MindSpore
     NAS-FPN port warms up over 2+5+23+60+160 of 300 epochs before a cosine over the last 50.
+    A phase starts where the previous one ended, or at ``starts[k]`` (an absolute lr) when given.
     """
     start = cfg.warmup_start_lr if cfg.warmup_start_lr is not None else 0.0
     begin, factor_begin = 0, start / cfg.lr if cfg.lr else 0.0
-    for fraction, factor in cfg.warmup_phases:
+    for k, (fraction, factor) in enumerate(cfg.warmup_phases):
+        if starts is not None and starts[k] is not None:
+            factor_begin = starts[k] / cfg.lr
         end = begin + round(fraction * total_steps)
         if step < end:
             t = (step - begin) / max(1, end - begin)

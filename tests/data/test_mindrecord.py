@@ -168,3 +168,27 @@ def test_uncompress_ints_all_widths_and_signs():
         uncompress_ints(encoded[:-1], np.dtype("int64"), "test")
     # The fixture's example: img_id 333956 as one 4-byte value.
     assert uncompress_ints(bytes.fromhex("000000018084180500"), np.dtype("int32"), "x").tolist() == [333956]
+
+
+def test_factory_builds_mindrecord_sets_with_the_port_augmentation(ref):
+    from scaledet.config import DataConfig
+    from scaledet.data.factory import build_datasets
+    from scaledet.data.port_transforms import PortIoUCropTransform
+
+    folder = ref / "mindrecord"
+    cfg = DataConfig(format="mindrecord", train_pattern=str(folder / "retinanet.mindrecord0"),
+                     val_pattern=str(folder / "retinanet_eval.mindrecord0"),
+                     val_annotations=str(folder / "instances_val2017_subset.json"), augment="port_iou_crop")
+    bundle = build_datasets(cfg)
+    assert len(bundle.train) == len(bundle.val) == 2 and len(bundle.class_names) == 80
+    assert bundle.val_annotations == folder / "instances_val2017_subset.json"
+
+    class Model:  # what set_transforms reads from a detector
+        default_image_size, pixel_mean, pixel_std, resize_mode = 64, (0.5,) * 3, (0.25,) * 3, "square"
+
+    bundle.set_transforms(cfg, Model())
+    assert isinstance(bundle.train.transforms, PortIoUCropTransform)
+    image, target = bundle.train[0]
+    assert image.shape == (3, 64, 64) and len(target["boxes"]) == len(target["labels"])
+    image, target = bundle.val[0]
+    assert image.shape == (3, 64, 64) and target["image_id"] in (223747, 333956)
