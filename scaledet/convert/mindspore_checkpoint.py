@@ -65,7 +65,10 @@ def _value_class() -> type[message.Message]:
                     type_name=".scaledet.mindspore.MapTensorProto", oneof_index=0)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("scaledet.mindspore.Value"))
+    descriptor = pool.FindMessageTypeByName("scaledet.mindspore.Value")
+    if hasattr(message_factory, "GetMessageClass"):
+        return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # protobuf before 4.22
 
 
 _Value = _value_class()
