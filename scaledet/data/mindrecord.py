@@ -60,10 +60,10 @@ def read_shard_header(path: str | Path) -> ShardHeader:
     with open(path, "rb") as f:
         head = f.read(_U64_LE.size)
         length = _U64_LE.unpack(head)[0] if len(head) == _U64_LE.size else None
-        if length is None or length == 0 or length > size - _U64_LE.size:
-            raise MindRecordError(f"{path}: not a MindRecord file (no header length at its start)"
-                                  if length is None or length > (1 << 32) else
-                                  f"{path}: truncated MindRecord file: the header needs {length} bytes, "
+        if length is None or not 0 < length < (1 << 32):
+            raise MindRecordError(f"{path}: not a MindRecord file (no header length at its start)")
+        if length > size - _U64_LE.size:
+            raise MindRecordError(f"{path}: truncated MindRecord file: the header needs {length} bytes, "
                                   f"the file holds {size - _U64_LE.size} after the length")
         raw = f.read(length)
     try:

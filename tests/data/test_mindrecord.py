@@ -147,12 +147,17 @@ def test_truncated_and_corrupt_shards(ref, tmp_path):
     assert "corrupt blob page 0" in _one_line(err, shard)
 
 
-def test_not_a_mindrecord(ref, tmp_path):
+def test_not_a_mindrecord_and_cut_header(ref, tmp_path):
     fake = tmp_path / "fake.mindrecord0"
     fake.write_bytes((ref / "nasfpn_narrow.ckpt").read_bytes()[:4096])
     with pytest.raises(MindRecordError) as err:
         MindRecordReader(fake)
     assert "not a MindRecord file" in _one_line(err, fake)
+    first = _copy_set(ref, tmp_path)
+    first.write_bytes(first.read_bytes()[:100])
+    with pytest.raises(MindRecordError) as err:
+        MindRecordReader(first)
+    assert "truncated MindRecord file: the header needs" in _one_line(err, first)
 
 
 def test_uncompress_ints_all_widths_and_signs():
