@@ -27,7 +27,7 @@ __all__ = ["MindRecordDetection", "PORT_COCO_CLASSES", "COCO_CATEGORY_IDS"]
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
 
 # The port's default_config.yaml ``coco_classes`` (background first, then COCO's 80 names in
-# category-id order) and COCO 2017's category id of each of those 80 names (MINDSPORE_FORMATS.md §3).
+# category-id order) and COCO 2017's category id of each of those 80 names (docs/reference/MINDSPORE_FORMATS.md §3).
 PORT_COCO_CLASSES = (
     "background", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
