@@ -1,1 +1,2 @@
-"""Readers and converters for weights and data written by other frameworks (no framework needed)."""
+"""Readers of other frameworks' checkpoints and data files, and converters from them to scaledet
+(no TensorFlow or MindSpore needed at run time)."""
