@@ -6,10 +6,13 @@ from that declaration and never from hard-coded channel counts.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,69 @@ def activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; allowed: relu, swish")
 
 
+# How strided convs and max pools pad (docs/reference/TF_ARITHMETIC.md):
+# "symmetric": kernel // 2 on every side (PyTorch's usual choice, and the tensorflow/tpu convs);
+# "same": TensorFlow's 'SAME', which puts the odd extra row/column at the bottom/right.
+Padding = Literal["symmetric", "same"]
+PADDINGS: tuple[str, ...] = ("symmetric", "same")
+
+
+def check_padding(padding: str, owner: str) -> None:
+    if padding not in PADDINGS:
+        raise ValueError(f"{owner}: unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
+
+
+def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of one spatial dimension under TensorFlow's 'SAME' rule."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float) -> torch.Tensor:
+    top, bottom = tf_same_pads(x.shape[-2], kernel, stride)
+    left, right = tf_same_pads(x.shape[-1], kernel, stride)
+    if top == bottom == left == right == 0:
+        return x
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` padded like TensorFlow's 'SAME' (parameter names unchanged).
+
+    Written by hand: PyTorch's ``padding="same"`` refuses strides above 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(_pad_same(x, self.kernel_size[0], self.stride[0], 0.0))
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """``nn.MaxPool2d`` padded with -inf like TensorFlow's 'SAME'."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(_pad_same(x, self.kernel_size, self.stride, float("-inf")))
+
+
+def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, *, padding: Padding = "symmetric",
+           bias: bool = False, groups: int = 1) -> nn.Conv2d:
+    """A square conv; 'same' only changes strided convs (odd kernels at stride 1 agree anyway)."""
+    if padding == "same" and stride > 1:
+        return Conv2dSame(cin, cout, kernel, stride, padding=0, bias=bias, groups=groups)
+    return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=bias, groups=groups)
+
+
+def max_pool2d(kernel: int, stride: int, *, padding: Padding = "symmetric") -> nn.MaxPool2d:
+    if padding == "same":
+        return MaxPool2dSame(kernel, stride)
+    return nn.MaxPool2d(kernel, stride, padding=kernel // 2)
+
+
 class ConvNormAct(nn.Sequential):
     """conv (no bias) -> BN -> optional activation."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, *, norm: NormSettings,
-                 act: str | None = None, groups: int = 1):
+                 act: str | None = None, groups: int = 1, padding: Padding = "symmetric"):
         layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False, groups=groups),
+            conv2d(cin, cout, kernel, stride, padding=padding, groups=groups),
             norm.make(cout),
         ]
         if act is not None:

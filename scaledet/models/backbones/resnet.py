@@ -3,6 +3,13 @@
 Only the wiring is ours: which stages are returned, which norm layer the trunk gets, which
 stages train, and loading a local ImageNet state dict (torchvision or timm naming; they agree
 for ResNet). Parameter names equal torchvision's, so its checkpoints load without renaming.
+
+Two options reproduce TF2 Model Garden's ResNet (docs/reference/TF_ARITHMETIC.md), whose blocks
+are torchvision's (stride on the 3x3 conv):
+- ``padding="same"``: the 7x7/2 stem conv, the stride-2 3x3 convs and the stem max pool pad
+  like TensorFlow's 'SAME' (extra row/column at the bottom/right) instead of symmetrically.
+- ``width_multiplier``: Model Garden's ``depth_multiplier``; every width, the stem's included,
+  is ``int(width * multiplier)``.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
 
-from scaledet.models.common import FeatureInfo, NormSettings
+from scaledet.models.common import Conv2dSame, FeatureInfo, NormSettings, Padding, check_padding, max_pool2d
 from scaledet.models.weights import load_state_dict_file
 
 log = logging.getLogger(__name__)
@@ -57,11 +64,17 @@ class ResNetBackbone(ResNet):
     def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3), *,
                  frozen_bn: bool = True, norm: NormSettings | None = None, trainable_layers: int = 5,
                  pretrained: str | Path | None = None, width_per_group: int = 64,
-                 zero_init_residual: bool = False):
+                 zero_init_residual: bool = False, padding: Padding = "symmetric",
+                 width_multiplier: float = 1.0):
         if block not in _BLOCKS:
             raise ValueError(f"unknown ResNet block {block!r}; allowed: {', '.join(_BLOCKS)}")
         if not 0 <= trainable_layers <= 5:
             raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+        check_padding(padding, "ResNet")
+        if not 0 < width_multiplier <= 1 or int(64 * width_multiplier) < 1:
+            raise ValueError(f"ResNet: width_multiplier must be in (0, 1] with int(64 * m) >= 1, "
+                             f"got {width_multiplier}")
+        self.width_multiplier = width_multiplier
         norm = norm or NormSettings()
         if frozen_bn:
             norm_layer = functools.partial(FrozenBatchNorm2d, eps=norm.eps)
@@ -70,13 +83,40 @@ class ResNetBackbone(ResNet):
         super().__init__(_BLOCKS[block], list(layers), width_per_group=width_per_group, norm_layer=norm_layer,
                          zero_init_residual=zero_init_residual)
         del self.avgpool, self.fc
+        if width_multiplier != 1.0:
+            stem = self._scaled(64)
+            self.conv1 = nn.Conv2d(3, stem, 7, 2, padding=3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.bn1 = norm_layer(stem)
+        if padding == "same":
+            self._use_tf_same_padding()
         expansion = _BLOCKS[block].expansion
-        self.feature_info = [FeatureInfo(128 * expansion, 8), FeatureInfo(256 * expansion, 16),
-                             FeatureInfo(512 * expansion, 32)]
+        self.feature_info = [FeatureInfo(self._scaled(width) * expansion, stride)
+                             for width, stride in ((128, 8), (256, 16), (512, 32))]
         self.load_report: LoadReport | None = None
         if pretrained is not None:
             self.load_report = self.load_pretrained(pretrained)
         self.freeze_stages(trainable_layers)
+
+    def _scaled(self, width: int) -> int:
+        return int(width * self.width_multiplier)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
+        # torchvision calls this with planes 64/128/256/512; the stem has set self.inplanes to 64.
+        if planes == 64:
+            self.inplanes = self._scaled(64)
+        return super()._make_layer(block, self._scaled(planes), blocks, stride, dilate)
+
+    def _use_tf_same_padding(self) -> None:
+        """Swap every strided conv (and the stem pool) for its 'SAME'-padded twin, same parameters."""
+        for module in list(self.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, nn.Conv2d) and child.stride[0] > 1 and child.kernel_size[0] > 1:
+                    twin = Conv2dSame(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                      padding=0, bias=child.bias is not None, groups=child.groups)
+                    twin.load_state_dict(child.state_dict())
+                    setattr(module, name, twin)
+        self.maxpool = max_pool2d(3, 2, padding="same")
 
     def freeze_stages(self, trainable_layers: int) -> None:
         trained = list(_STAGES_FROM_TOP[:trainable_layers])

@@ -7,9 +7,14 @@ are all derived from those two tables, following the tensorflow/tpu detection co
 
 Written by hand because neither torchvision nor timm ships SpineNet.
 
-Known deviation from tensorflow/tpu: max pools use symmetric PyTorch padding (kernel // 2)
-instead of TF 'SAME' padding (all padding after). Output sizes are identical for inputs that
-are multiples of 128; only the pooling window alignment shifts by one pixel.
+TensorFlow arithmetic is a set of options (docs/reference/TF_ARITHMETIC.md); the defaults are
+PyTorch-style symmetric padding everywhere and the tpu code's one-pool 8x down path:
+
+- ``conv_padding``: strided convs (stem 7x7/2, resampling 3x3/2). tensorflow/tpu pads them
+  symmetrically ("symmetric"); TF2 Model Garden uses 'SAME' ("same").
+- ``pool_padding``: the stem and resampling max pools. Both TF codes use 'SAME'.
+- ``downsample_pools``: after the 3x3/2 conv of a 4x/8x down path, "one" max pool covering the
+  rest (tpu: 3x3/2 for 4x, 5x5/4 for 8x) or "repeated" 3x3/2 pools (Model Garden).
 """
 from __future__ import annotations
 
@@ -25,11 +30,15 @@ from scaledet.models.common import (
     ConvNormAct,
     FeatureInfo,
     NormSettings,
+    Padding,
     activation,
+    check_padding,
     drop_connect,
+    max_pool2d,
 )
 
 BlockType = Literal["bottleneck", "residual"]
+DownsamplePools = Literal["one", "repeated"]
 BOTTLENECK: BlockType = "bottleneck"
 RESIDUAL: BlockType = "residual"
 
@@ -162,17 +171,18 @@ class Resample(nn.Module):
     """Brings a parent to a target block's level and channel count (docs/reference/SPINENET.md §1.6):
     1x1 squeeze to alpha*C (+BN+act), spatial change, 1x1 to target channels (+BN, no act)."""
 
-    def __init__(self, parent: _Node, target: _Node, alpha: float, *, norm: NormSettings, act: str):
+    def __init__(self, parent: _Node, target: _Node, alpha: float, *, norm: NormSettings, act: str,
+                 conv_padding: Padding = "symmetric", pool_padding: Padding = "symmetric",
+                 downsample_pools: DownsamplePools = "one"):
         super().__init__()
         squeezed = int(parent.width * alpha)
         layers: list[nn.Module] = [ConvNormAct(parent.channels, squeezed, 1, norm=norm, act=act)]
         if target.level > parent.level:
-            layers.append(ConvNormAct(squeezed, squeezed, 3, 2, norm=norm, act=act))
+            layers.append(ConvNormAct(squeezed, squeezed, 3, 2, norm=norm, act=act, padding=conv_padding))
             ratio = 2 ** (target.level - parent.level)
             if ratio > 2:
-                # tpu rule: one max pool covers the rest; kernel 3 up to 4x overall, else 5.
-                kernel = 3 if ratio <= 4 else 5
-                layers.append(nn.MaxPool2d(kernel, stride=ratio // 2, padding=kernel // 2))
+                # One Sequential slot for the pools, so parameter names do not depend on their number.
+                layers.append(_downsample_pools(ratio // 2, pool_padding, downsample_pools))
         elif target.level < parent.level:
             layers.append(nn.Upsample(scale_factor=float(2 ** (parent.level - target.level)),
                                       mode="nearest"))
@@ -181,6 +191,17 @@ class Resample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+def _downsample_pools(ratio: int, padding: Padding, kind: DownsamplePools) -> nn.Sequential:
+    """Max pooling by ``ratio`` (2 or more) after the stride-2 conv of a resampling path."""
+    if kind == "one":
+        # tpu rule: one max pool covers the rest; kernel 3 up to 4x overall, else 5.
+        kernel = 3 if ratio <= 2 else 5
+        return nn.Sequential(max_pool2d(kernel, ratio, padding=padding))
+    if kind == "repeated":  # Model Garden: 3x3/2 pools until the level is reached
+        return nn.Sequential(*(max_pool2d(3, 2, padding=padding) for _ in range(int(math.log2(ratio)))))
+    raise ValueError(f"SpineNet: unknown downsample_pools {kind!r}; allowed: one, repeated")
 
 
 class ScalePermutedBlock(nn.Module):
@@ -223,8 +244,13 @@ class SpineNet(nn.Module):
                  endpoints_num_filters: int = 256, filter_size_scale: float = 1.0,
                  resample_alpha: float = 0.5, block_repeats: int = 1, activation: str = "swish",
                  drop_connect_rate: float = 0.0, norm: NormSettings = TPU_RETINANET_NORM,
-                 endpoint_activation: bool = True):
+                 endpoint_activation: bool = True, conv_padding: Padding = "symmetric",
+                 pool_padding: Padding = "symmetric", downsample_pools: DownsamplePools = "one"):
         super().__init__()
+        check_padding(conv_padding, "SpineNet conv_padding")
+        check_padding(pool_padding, "SpineNet pool_padding")
+        if downsample_pools not in ("one", "repeated"):
+            raise ValueError(f"SpineNet: unknown downsample_pools {downsample_pools!r}; allowed: one, repeated")
         if block_repeats < 1:
             raise ValueError(f"SpineNet: block_repeats must be >= 1, got {block_repeats}")
         if not 0.0 <= drop_connect_rate < 1.0:
@@ -236,9 +262,11 @@ class SpineNet(nn.Module):
             return int(BASE_FILTERS[level] * filter_size_scale)
 
         self.stem = nn.Sequential(
-            ConvNormAct(3, STEM_WIDTH, 7, 2, norm=norm, act=act),
-            nn.MaxPool2d(3, stride=2, padding=1),
+            ConvNormAct(3, STEM_WIDTH, 7, 2, norm=norm, act=act, padding=conv_padding),
+            max_pool2d(3, 2, padding=pool_padding),
         )
+        tf_options = dict(conv_padding=conv_padding, pool_padding=pool_padding,
+                          downsample_pools=downsample_pools)
         stem_node = _Node(2, BOTTLENECK, width(2))
         # Two L2 bottleneck groups; they are the candidate parents 0 and 1. No drop-connect.
         self.stem_groups = nn.ModuleList([
@@ -257,7 +285,7 @@ class SpineNet(nn.Module):
                 raise ValueError(f"SpineNet: block {index} has parents {spec.parents}; "
                                  f"parents must be earlier blocks (0..{index - 1})")
             target = _Node(spec.level, spec.block_type, width(spec.level))
-            resamples = [Resample(nodes[p], target, resample_alpha, norm=norm, act=act)
+            resamples = [Resample(nodes[p], target, resample_alpha, norm=norm, act=act, **tf_options)
                          for p in spec.parents]
             # tpu order: the parents count as consumed before looking for unused blocks.
             for p in spec.parents:

@@ -18,7 +18,9 @@ Conventions that differ between implementations are options (docs/reference/NASF
   caffe2-xavier); TPU uses TF's glorot-uniform.
 - At widths other than 256 every cell conv is width -> width (the paper's "7@384" layout);
   TF2 Model Garden instead keeps 256-channel nodes with 1x1 resampling convs (≈93M vs ≈104M
-  parameters for R-50 7@384, docs/reference/NASFPN.md §5).
+  parameters for R-50 7@384, docs/reference/NASFPN.md §5). ``cell_input_width=256`` builds that layout: every
+  cell input (and absorbed extra) whose width differs gets a 1x1 conv (bias) + BN to 256 before
+  it is resampled, and the cell conv maps 256 -> width. At width 256 both layouts are the same.
 """
 from __future__ import annotations
 
@@ -123,39 +125,53 @@ def global_attention(x0: torch.Tensor, level0: int, x1: torch.Tensor, level1: in
     raise ValueError(f"unknown attention {kind!r}; allowed: max_coarse, avg_fine")
 
 
+def _conv_bn(cin: int, cout: int, kernel: int, norm: NormSettings) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=True)
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    nn.init.zeros_(conv.bias)
+    return conv, norm.make(cout)
+
+
 class _NodeOp(nn.Sequential):
     """ReLU -> 3x3 conv with bias -> BN (no activation)."""
 
-    def __init__(self, width: int, norm: NormSettings):
-        conv = nn.Conv2d(width, width, 3, padding=1, bias=True)
-        nn.init.kaiming_uniform_(conv.weight, a=1)
-        nn.init.zeros_(conv.bias)
-        super().__init__(nn.ReLU(), conv, norm.make(width))
+    def __init__(self, cin: int, width: int, norm: NormSettings):
+        super().__init__(nn.ReLU(), *_conv_bn(cin, width, 3, norm))
 
 
 class NASFPNStack(nn.Module):
     """One NAS-FPN module: P3..P7 at ``width`` in, P3..P7 out; its own weights."""
 
     def __init__(self, width: int, levels: Sequence[int], cells: Sequence[MergingCell], *,
-                 attention: Attention, norm: NormSettings):
+                 attention: Attention, norm: NormSettings, cell_input_width: int | None = None):
         super().__init__()
         self.levels = list(levels)
         self.nodes, self.outputs = plan_cells(cells, self.levels)
         self.attention = attention
-        self.ops = nn.ModuleList(_NodeOp(width, norm) for _ in self.nodes)
+        inner = cell_input_width or width
+        self.ops = nn.ModuleList(_NodeOp(inner, width, norm) for _ in self.nodes)
+        # Model Garden layout: per node, one 1x1 conv + BN per input (the two, then the extras).
+        self.input_projections = nn.ModuleList(
+            nn.ModuleList(nn.Sequential(*_conv_bn(width, inner, 1, norm)) for _ in (*node.inputs, *node.extra))
+            for node in self.nodes) if inner != width else None
 
     def forward(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
         sizes = {lvl: x.shape[-2:] for lvl, x in zip(self.levels, pyramid)}
         feats = list(pyramid)
         levels = list(self.levels)
-        for node, op in zip(self.nodes, self.ops):
+        for n, (node, op) in enumerate(zip(self.nodes, self.ops)):
             size = sizes[node.level]
+            projections = self.input_projections[n] if self.input_projections is not None else None
+
+            def take(k: int, index: int) -> torch.Tensor:
+                x = feats[index] if projections is None else projections[k](feats[index])
+                return resample(x, levels[index], node.level, size)
+
             (i0, i1), (l0, l1) = node.inputs, node.input_levels
-            x0 = resample(feats[i0], l0, node.level, size)
-            x1 = resample(feats[i1], l1, node.level, size)
+            x0, x1 = take(0, i0), take(1, i1)
             merged = x0 + x1 if node.op == "sum" else global_attention(x0, l0, x1, l1, self.attention)
-            for j in node.extra:
-                merged = merged + resample(feats[j], levels[j], node.level, size)
+            for k, j in enumerate(node.extra, start=2):
+                merged = merged + take(k, j)
             feats.append(op(merged))
             levels.append(node.level)
         return [feats[self.outputs[lvl]] for lvl in self.levels]
@@ -167,7 +183,7 @@ class NASFPN(nn.Module):
     def __init__(self, in_features: list[FeatureInfo], width: int = 256, num_stacks: int = 7, *,
                  max_level: int = 7, cells: Sequence[MergingCell] = NASFPN_CELLS,
                  attention: Attention = "max_coarse", extra_levels: Literal["pool", "conv_pool"] = "pool",
-                 norm: NormSettings = TPU_RETINANET_NORM):
+                 norm: NormSettings = TPU_RETINANET_NORM, cell_input_width: int | None = None):
         super().__init__()
         if attention not in ("max_coarse", "avg_fine"):
             raise ValueError(f"unknown attention {attention!r}; allowed: max_coarse, avg_fine")
@@ -184,7 +200,10 @@ class NASFPN(nn.Module):
         self.extra = nn.ModuleList(
             (self._projection(width, width, norm, always=True) if extra_levels == "conv_pool" else nn.Identity())
             for _ in range(num_extra))
-        self.stacks = nn.ModuleList(NASFPNStack(width, levels, cells, attention=attention, norm=norm)
+        if cell_input_width is not None and cell_input_width < 1:
+            raise ValueError(f"cell_input_width must be positive or None, got {cell_input_width}")
+        self.stacks = nn.ModuleList(NASFPNStack(width, levels, cells, attention=attention, norm=norm,
+                                                cell_input_width=cell_input_width)
                                     for _ in range(num_stacks))
         self.feature_info = [FeatureInfo(width, 2 ** lvl) for lvl in levels]
 
@@ -192,10 +211,7 @@ class NASFPN(nn.Module):
     def _projection(cin: int, width: int, norm: NormSettings, always: bool = False) -> nn.Module:
         if cin == width and not always:
             return nn.Identity()
-        conv = nn.Conv2d(cin, width, 1, bias=True)
-        nn.init.kaiming_uniform_(conv.weight, a=1)
-        nn.init.zeros_(conv.bias)
-        return nn.Sequential(conv, norm.make(width))
+        return nn.Sequential(*_conv_bn(cin, width, 1, norm))
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         pyramid = [proj(x) for proj, x in zip(self.projections, features)]
