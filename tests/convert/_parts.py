@@ -1,6 +1,7 @@
 """Narrow scaledet parts shaped like the TF fixtures, and how to compare them with TF outputs."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,9 @@ def garden_spinenet_parts(**overrides) -> Parts:
 
 
 def garden_nasfpn_parts() -> Parts:
-    """tests/fixtures/tf2_model_garden/nasfpn: ResNet-50 x 1/16, NAS-FPN 2 stacks @4, head 4 x 8."""
+    """tests/fixtures/tf2_model_garden/nasfpn: ResNet-50 x 1/16, NAS-FPN 1 stack @4, head 4 x 8."""
     backbone = resnet(50, frozen_bn=False, norm=GARDEN_NORM, width_multiplier=0.0625, **GARDEN_RESNET_OPTIONS)
-    neck = NASFPN(backbone.feature_info, 4, 2, norm=GARDEN_NORM, **GARDEN_NASFPN_OPTIONS)
+    neck = NASFPN(backbone.feature_info, 4, 1, norm=GARDEN_NORM, **GARDEN_NASFPN_OPTIONS)
     head = RetinaHead(neck.feature_info, 11, 9, width=8, norm_settings=GARDEN_NORM, act="relu")
     return Parts(backbone, neck, head)
 
@@ -82,3 +83,15 @@ def tf_outputs_in_our_order(reference, num_classes: int, tf_ratios, our_ratios=(
 def max_abs_differences(ours: dict, theirs: dict) -> dict[str, float]:
     assert set(theirs) <= set(ours), f"outputs missing: {sorted(set(theirs) - set(ours))}"
     return {k: float(np.abs(ours[k] - theirs[k]).max()) for k in sorted(theirs)}
+
+
+def read_listing(path: Path) -> list[list[str]]:
+    """Rows (without the header) of a TSV variable listing, gzipped or not."""
+    raw = path.read_bytes()
+    text = gzip.decompress(raw).decode() if path.suffix == ".gz" else raw.decode()
+    return [line.split("\t") for line in text.splitlines()[1:]]
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """"7,7,3,64" (tpu and Model Garden listings) or "7x7x3x8" (BlitzNet's)."""
+    return tuple(int(d) for d in text.replace("x", ",").split(",") if d)

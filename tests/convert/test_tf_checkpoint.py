@@ -10,13 +10,10 @@ import pytest
 from scaledet.convert import tf_checkpoint
 from scaledet.convert.tf_checkpoint import TFCheckpoint, TFCheckpointError, resolve_prefix
 
-GARDEN = Path(__file__).resolve().parents[1] / "fixtures" / "tf2_model_garden"
+from _parts import GARDEN, parse_shape, read_listing
 
-
-def _tsv(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
-    # The tpu listing writes shapes "7,7,3,64", the BlitzNet one "7x7x3x8".
-    return {r[0]: (tuple(int(d) for d in r[1].replace("x", ",").split(",") if d), r[2]) for r in rows}
+def _listing(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {r[0]: (parse_shape(r[1]), r[2]) for r in read_listing(path)}
 
 
 @pytest.mark.parametrize("prefix, listing", [
@@ -25,7 +22,7 @@ def _tsv(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 ])
 def test_reads_tf1_checkpoints_exactly_as_listed(shared_data, prefix, listing):
     checkpoint = TFCheckpoint(shared_data / prefix)
-    expected = _tsv(shared_data / listing)
+    expected = _listing(shared_data / listing)
     assert {n: (i.shape, i.dtype) for n, i in checkpoint.variables.items()} == expected
     arrays = checkpoint.read_all()  # every tensor's crc32c is checked on read
     assert all(arrays[n].shape == shape and arrays[n].dtype == np.dtype(dtype)
@@ -49,6 +46,15 @@ def test_tf2_object_checkpoint_from_a_directory_with_state_file():
     assert names["model/_backbone/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == "conv2d/kernel"
     assert set(names) == set(checkpoint) - {"_CHECKPOINTABLE_OBJECT_GRAPH"}
     assert checkpoint.read("save_counter/.ATTRIBUTES/VARIABLE_VALUE") == 1
+
+
+@pytest.mark.parametrize("name", ["spinenet", "nasfpn"])
+def test_tf2_listing_equals_tensorflows_own(name):
+    listing = GARDEN / name / "ckpt_variables.tsv.gz"
+    checkpoint = TFCheckpoint(GARDEN / name / "ckpt")
+    assert {n: (i.shape, i.dtype) for n, i in checkpoint.variables.items()
+            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"} == _listing(listing)
+    assert checkpoint.variable_names() == {r[0]: r[3] for r in read_listing(listing)}
 
 
 def _copy(src_prefix: Path, dst: Path) -> Path:

@@ -11,7 +11,7 @@ from scaledet.convert.retinanet_tf import TPU_ASPECT_RATIOS, tpu_ignored, tpu_re
 from scaledet.convert.tf_checkpoint import TFCheckpoint
 from scaledet.convert.tf_mapping import MappingError, check_mapping, load_mapped
 
-from _parts import max_abs_differences, tf_outputs_in_our_order, tpu_spinenet_parts
+from _parts import max_abs_differences, parse_shape, read_listing, tf_outputs_in_our_order, tpu_spinenet_parts
 
 # SOURCE.md: the reference's own float32 noise reaches 6e-4; one wrong convention misses by 0.6 to 24.
 TOLERANCE = 1e-3
@@ -46,8 +46,7 @@ def test_pytorch_padding_misses_by_far(tpu_ref):
 
 
 def _tsv_shapes(path) -> dict[str, tuple[int, ...]]:
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
-    return {r[0]: tuple(int(d) for d in r[1].split(",") if d) for r in rows}
+    return {r[0]: parse_shape(r[1]) for r in read_listing(path)}
 
 
 @pytest.mark.parametrize("variant, model_name, kwargs", [
