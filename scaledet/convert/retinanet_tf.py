@@ -254,7 +254,12 @@ def _functional_layers(variable_names: Mapping[str, str], part: str, source: str
     by_kind: dict[str, list[_KerasLayer]] = defaultdict(list)
     for layer in layers.values():
         by_kind[layer.kind].append(layer)
-    for kind_layers in by_kind.values():
+    for kind, kind_layers in by_kind.items():
+        # Keras counts per layer name: layers of one kind under two names could not be ordered.
+        names = sorted({_KERAS_NAME.match(layer.layer_name).group(1) for layer in kind_layers})
+        if len(names) > 1:
+            raise MappingError(f"{source}: {part} has {kind} layers named {', '.join(names)}; "
+                               "their creation order cannot be recovered")
         kind_layers.sort(key=lambda layer: layer.creation_index)
     return by_kind
 

@@ -121,6 +121,11 @@ def test_missing_layers_and_variable_names_are_reported():
     with pytest.raises(MappingError, match=r"spinenet49: _backbone does not match the model: \d+ \w+ layers "
                                            r"where the model needs \d+"):
         garden_retinanet_mapping(model.backbone, None, model.head, dropped, source="spinenet49")
+    renamed = {k: ("other_conv_3/kernel" if k.startswith("model/_backbone/layer_with_weights-0/") else v)
+               for k, v in names.items()}
+    with pytest.raises(MappingError, match=r"_backbone has conv layers named conv2d, other_conv; their creation "
+                                           r"order cannot be recovered"):
+        garden_retinanet_mapping(model.backbone, None, model.head, renamed, source="spinenet49")
     unnamed = {k: "" for k in names}
     with pytest.raises(MappingError, match=r"has no variable name in the checkpoint's object graph"):
         garden_retinanet_mapping(model.backbone, None, model.head, unnamed, source="spinenet49")
