@@ -12,14 +12,16 @@ Run it with a Python that has tensorflow-cpu 2.20 and tf-models-official 2.20.0,
         --coco-tiny ../shared/data/coco_tiny --out tests/fixtures/tf2_model_garden
 
 (``--no-deps`` because tf-models-official pins the full ``tensorflow`` and ``tensorflow-text``
-wheels; the vision code imports neither beyond what is listed.)
+wheels and tf-keras the full ``tensorflow``; the vision code needs only what is listed.)
+Without ``--only`` it makes both narrow models and the variable lists (the full-size models take
+most of an hour on 2 busy cores); ``--only spinenet --only nasfpn`` takes a few minutes.
 
 For each of two narrow RetinaNets -- SpineNet (a narrow 49S) and ResNet-50 + NAS-FPN -- it builds
 the model with Model Garden's own factory, gives it random weights and input-dependent BN
 statistics, saves it with ``tf.train.CheckpointManager`` (``model/...`` keys, as Model Garden's
 trainer does), and records the raw outputs on two coco_tiny images preprocessed by Model Garden's
-eval-parser functions. With ``--varlists`` it also lists the variables (checkpoint key, shape,
-Keras variable name) of the full-size models; no weights are kept for those.
+eval-parser functions. ``--only varlists`` lists the variables (checkpoint key, shape, Keras
+variable name) of the full-size models; no weights are kept for those.
 """
 from __future__ import annotations
 
