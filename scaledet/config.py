@@ -2,7 +2,10 @@
 
 ``load_config("retinanet_spinenet49s_coco", ["train.total_steps=10", "model.args.head_width=64"])``
 (a packaged recipe, see :mod:`scaledet.configs`, or a path to a YAML file).
-Unknown keys are errors that name the key and list the allowed ones.
+Everything that can be checked without reading data is checked when the config is built: unknown
+keys and values outside a ``Literal``'s choices are errors that name the key and list what is
+allowed, and so are settings that contradict each other. ``model.args`` is checked against the
+model's builder by :func:`check_model_arguments`, which the trainer calls before it reads data.
 """
 from __future__ import annotations
 
@@ -11,11 +14,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 
 from scaledet.configs import resolve_config
+from scaledet.eval.metric_names import METRIC_NAMES
+
+# Any metric an evaluator reports; which ones are allowed depends on eval.metric (checked in Config).
+_METRIC_NAME = Literal[tuple(name for names in METRIC_NAMES.values() for name in names)]
 
 
 class ConfigError(ValueError):
@@ -33,7 +40,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "synthetic"  # synthetic | coco | voc | tfrecord
+    format: Literal["synthetic", "coco", "voc", "tfrecord", "mindrecord"] = "synthetic"
     # Relative data paths below are taken under root, a relative root under $SCALEDET_DATA_ROOT
     # (scaledet/data/paths.py). voc: the VOC20xx folder; synthetic: where to write it.
     root: str | None = None
@@ -45,7 +52,8 @@ class DataConfig:
     val_split: str | None = "val"
     train_pattern: str | None = None  # tfrecord shards, e.g. /data/coco/train-*
     val_pattern: str | None = None
-    augment: str = "scale_jitter"  # scale_jitter (RetinaNet/TPU) | ssd (BlitzNet) | resize (none)
+    # RetinaNet/TPU | BlitzNet | the MindSpore NAS-FPN port's | none
+    augment: Literal["scale_jitter", "ssd", "port_iou_crop", "resize"] = "scale_jitter"
     scale_min: float = 0.5
     scale_max: float = 2.0
     hflip: float = 0.5
@@ -58,13 +66,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | adam | adamw
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.01  # peak learning rate for the global batch
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 4e-5
     decay_norm_and_bias: bool = False  # TPU decays only conv/linear kernels
-    schedule: str = "step"  # constant | step | cosine | multiphase_warmup_cosine
+    schedule: Literal["constant", "step", "cosine", "multiphase_warmup_cosine", "mindspore_nasfpn"] = "step"
     warmup_steps: int = 0
     warmup_start_lr: float | None = None  # absolute; default lr / 10 at step 0
     decay_steps: tuple[int, ...] = ()  # step schedule boundaries
@@ -80,12 +88,12 @@ class TrainConfig:
     total_steps: int | None = None
     max_epochs: int | None = None  # used when total_steps is not given
     accumulate: int = 1  # gradient accumulation micro-steps per optimizer step
-    amp: str = "none"  # none | bf16 | fp16
+    amp: Literal["none", "bf16", "fp16"] = "none"
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
     checkpoint_every: int = 200
-    keep_best: str = "AP50"  # metric deciding best.pt
+    keep_best: _METRIC_NAME = "AP50"  # metric deciding best.pt; one that eval.metric reports
     ema_decay: float = 0.0  # 0 = no EMA of weights
     sync_bn: bool = False
     freeze: tuple[str, ...] = ()  # regexes of parameter names not trained
@@ -96,8 +104,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = 8
-    metric: str = "coco"  # coco | voc
-    voc_metric: str = "area"  # area | 11point
+    metric: Literal["coco", "voc"] = "coco"  # voc: VOC mAP + mIoU, for data.format=voc
+    voc_metric: Literal["area", "11point"] = "area"  # VOC2010+ all-point AP | VOC2007 11-point AP
     score_threshold: float | None = None  # None: the model's own
     max_images: int | None = None
 
@@ -109,6 +117,15 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        reported = METRIC_NAMES[self.eval.metric]
+        if self.train.keep_best not in reported:
+            raise ConfigError(f"train.keep_best={self.train.keep_best!r} is not a metric of "
+                              f"eval.metric={self.eval.metric!r}; allowed: {', '.join(reported)}")
+        if self.eval.metric == "voc" and self.data.format != "voc":
+            raise ConfigError(f"eval.metric='voc' scores against VOC annotations and needs data.format='voc', "
+                              f"not {self.data.format!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -163,6 +180,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0])
     if annotation is Any:
+        return value
+    if origin is Literal:
+        # `1 == True` and `0 == False`: compare types too, so only the listed values pass.
+        if not any(value == choice and type(value) is type(choice) for choice in args):
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -239,6 +261,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from err
     return config.replace(overrides) if overrides else config
+
+
+def check_model_arguments(model: ModelConfig) -> None:
+    """``model.name`` is registered and ``model.args`` are arguments its builder takes.
+
+    Imports the model registry (and so torch), which is why it is not part of loading; the trainer
+    calls it first, before any data is read.
+    """
+    from scaledet.registry import builder_arguments
+
+    try:
+        allowed = builder_arguments(model.name)
+    except KeyError as err:
+        raise ConfigError(f"model.name: {err.args[0]}") from None
+    unknown = sorted(set(model.args) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(f'model.args.{k}' for k in unknown)}; "
+                          f"{model.name} takes: {', '.join(allowed)}")
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -8,6 +8,7 @@ from scaledet.cli.common import add_config_arguments, add_device_argument, new_p
 
 EXAMPLE = """  scaledet eval retinanet_spinenet49s_coco --checkpoint runs/49s/best.pt --set data.root=/data/coco
   SCALEDET_DATA_ROOT=/data scaledet eval blitznet300_r50_voc --checkpoint runs/blitz/last.pt --json
+  torchrun --nproc_per_node=4 -m scaledet.cli.main eval blitznet300_r50_voc --checkpoint runs/blitz/last.pt
 """
 
 
@@ -23,20 +24,24 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from scaledet.config import load_config
-    from scaledet.engine.distributed import resolve_device
+    from scaledet.engine.distributed import cleanup, init_distributed, resolve_device
     from scaledet.engine.evaluate import evaluate_checkpoint
 
     cfg = load_config(args.config, args.overrides)
-    result = evaluate_checkpoint(cfg, Path(args.checkpoint), device=resolve_device(args.device),
-                                 output=Path(args.output) if args.output else None, progress=not args.json)
+    device = resolve_device(args.device)
+    info = init_distributed(device)  # under torchrun the images are shared out over the processes
+    try:
+        result = evaluate_checkpoint(cfg, Path(args.checkpoint), device=device,
+                                     output=Path(args.output) if args.output else None, progress=not args.json,
+                                     info=info)
+    finally:
+        cleanup()
+    if not info.is_main:  # every rank has the result; one prints it
+        return 0
     if args.json:
-        print(json.dumps(result.get("stats", result)))
-    elif "stats" in result:
-        from scaledet.eval.coco import format_coco_table
-
-        print(format_coco_table(result["stats"]))
-        print(f"COCO results written to {result['results_path']}")
-    else:
-        print(f"mAP  {result['mAP']:.4f}  ({result['metric']})")
-        print(f"mIoU {result['mIoU']:.4f}")
+        print(json.dumps(result.to_json()))
+        return 0
+    print(result.table)
+    if result.results_path is not None:
+        print(f"detections written to {result.results_path}")
     return 0

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-from pathlib import Path
 
 from scaledet.cli.main import add_common_arguments
 
@@ -94,21 +92,9 @@ def run_coco(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_image_set(path: str | None) -> list[str] | None:
-    if path is None:
-        return None
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image set file not found: {path}") from None
-    # ImageSets/Main/<class>_<set>.txt lines carry a second column (the presence flag).
-    image_ids = [line.split()[0] for line in lines if line.strip()]
-    if not image_ids:
-        raise ValueError(f"{path}: lists no image ids")
-    return image_ids
-
-
 def run_voc(args: argparse.Namespace) -> int:
+    from scaledet.data.voc_files import read_image_set
+    from scaledet.eval.base import json_safe
     from scaledet.eval.voc import (VOC_CLASSES, evaluate_voc, format_voc_table,
                                    read_voc_annotations, read_voc_detections)
 
@@ -116,7 +102,8 @@ def run_voc(args: argparse.Namespace) -> int:
         raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
     classes = (tuple(c.strip() for c in args.classes.split(",") if c.strip())
                if args.classes else VOC_CLASSES)
-    annotations = read_voc_annotations(args.annotations, _read_image_set(args.image_set))
+    image_ids = read_image_set(args.image_set) if args.image_set is not None else None
+    annotations = read_voc_annotations(args.annotations, image_ids)
     unknown = {name for ann in annotations.values() for name in ann.names} - set(classes)
     if unknown:
         raise ValueError(f"{args.annotations}: objects of classes not in the class list "
@@ -124,12 +111,8 @@ def run_voc(args: argparse.Namespace) -> int:
     detections = read_voc_detections(args.results, classes, known_image_ids=annotations)
     result = evaluate_voc(annotations, detections, classes, metric=args.metric,
                           iou_threshold=args.iou, plus_one=args.plus_one)
-    if args.json:
-        # NaN (a class without objects) is not valid JSON: report it as null.
-        per_class = {name: None if math.isnan(ap) else ap
-                     for name, ap in result["per_class"].items()}
-        mean_ap = None if math.isnan(result["mAP"]) else result["mAP"]
-        print(json.dumps({"mAP": mean_ap, "per_class": per_class}))
+    if args.json:  # NaN (a class without objects) is not valid JSON: null instead
+        print(json.dumps(json_safe({"mAP": result["mAP"], "per_class": result["per_class"]})))
     else:
         print(format_voc_table(result))
     return 0

@@ -43,12 +43,7 @@ def run(args) -> int:
         cleanup()
     if not trainer.info.is_main:  # under torchrun only rank 0 reports
         return 0
-    final = result.get("final")
-    if final and "AP" in final:
-        from scaledet.eval.coco import format_coco_table
-
-        print(format_coco_table(final))
-    elif final:  # VOC-style evaluation: mAP and mIoU
-        print("  ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    if result["evaluation"] is not None:
+        print(result["evaluation"].table)
     print(json.dumps({"step": result["step"], "output_dir": result["output_dir"]}))
     return 0

@@ -8,7 +8,8 @@ Reads a ``VOCdevkit/VOC20xx``-style folder::
     ImageSets/Main/<split>.txt      or ImageSets/Segmentation/<split>.txt
 
 plus, optionally, an SBD-style folder of extra masks (``SegmentationClassAug``: ``<id>.png``
-holding class indices) used for images without an official mask.
+holding class indices) used for images without an official mask. The files themselves are read
+by :mod:`scaledet.data.voc_files`, as everywhere else in scaledet.
 
 Box convention: VOC XML boxes are 1-based inclusive pixel indices. They become 0-based
 continuous xyxy as ``(xmin - 1, ymin - 1, xmax, ymax)``, so a box covering the whole image is
@@ -24,18 +25,17 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from scaledet.data.images import ImageError, load_image
-from scaledet.eval.voc import VOC_CLASSES
 from scaledet.data.base import RawThenTransform
+from scaledet.data.images import ImageError, load_image
+from scaledet.data.voc_files import (MASK_IGNORE, VOC_CLASSES, VOCAnnotationError, VocGroundTruth,
+                                     read_class_mask, read_image_set, read_voc_xml)
 
 __all__ = ["VOC_CLASSES", "MASK_IGNORE", "VOCAnnotationError", "VocRecord", "VOCDetection",
            "parse_voc_xml", "read_image_set", "read_class_mask"]
@@ -43,12 +43,7 @@ __all__ = ["VOC_CLASSES", "MASK_IGNORE", "VOCAnnotationError", "VocRecord", "VOC
 log = logging.getLogger(__name__)
 
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
-MASK_IGNORE = 255
 SEGMENTATION_MODES = ("auto", "required", "none")
-
-
-class VOCAnnotationError(ValueError):
-    """A VOC annotation, list or mask file that cannot be used as it is."""
 
 
 @dataclass
@@ -64,65 +59,29 @@ class VocRecord:
     num_clipped: int = 0       # boxes that reached outside <size> and were clipped
 
 
-def _flag(obj: ET.Element, tag: str) -> bool:
-    text = (obj.findtext(tag) or "0").strip()
-    return text not in ("0", "", "false", "False")
-
-
-def _xml_size(root: ET.Element, path: Path) -> tuple[int, int] | None:
-    size = root.find("size")
-    if size is None:
-        return None
-    try:
-        width = int(float(size.findtext("width") or 0))
-        height = int(float(size.findtext("height") or 0))
-    except ValueError:
-        raise VOCAnnotationError(f"{path}: <size> has a non-numeric width/height") from None
-    return (height, width) if width > 0 and height > 0 else None
-
-
 def parse_voc_xml(path: str | Path, class_names: Sequence[str] = VOC_CLASSES, *,
                   use_difficult: bool = True) -> VocRecord:
-    """Parse one VOC XML file; raises :class:`VOCAnnotationError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise VOCAnnotationError(f"{path}: annotation file not found")
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise VOCAnnotationError(f"{path}: malformed XML ({err})") from None
+    """One VOC XML file as training targets; raises :class:`VOCAnnotationError` naming the file."""
+    xml = read_voc_xml(path)
+    path = xml.path
     label_of = {name: k for k, name in enumerate(class_names)}
-    size = _xml_size(root, path)
     boxes, labels, difficult, truncated = [], [], [], []
     num_clipped = 0
-    # Only direct <object> children: person <part>s (head, hand, foot) are not objects.
-    for index, obj in enumerate(root.findall("object")):
-        name = (obj.findtext("name") or "").strip()
-        where = f"object #{index}" + (f" ({name})" if name else "")
-        if name not in label_of:
-            raise VOCAnnotationError(f"{path}: {where} has unknown class name {name!r} "
+    for index, obj in enumerate(xml.objects):
+        where = f"object #{index} ({obj.name})"
+        if obj.name not in label_of:
+            raise VOCAnnotationError(f"{path}: {where} has unknown class name {obj.name!r} "
                                      f"(expected one of {len(class_names)} classes: "
                                      f"{', '.join(class_names[:3])}, ...)")
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
-            raise VOCAnnotationError(f"{path}: {where} has no <bndbox>")
-        coords = []
-        for tag in ("xmin", "ymin", "xmax", "ymax"):
-            text = bndbox.findtext(tag)
-            try:
-                coords.append(float(text))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise VOCAnnotationError(f"{path}: {where} has no numeric <{tag}> "
-                                         f"(got {text!r})") from None
-        xmin, ymin, xmax, ymax = coords
+        xmin, ymin, xmax, ymax = obj.box
         box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
         if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
             raise VOCAnnotationError(
                 f"{path}: {where} has a degenerate box xmin={xmin:g} ymin={ymin:g} "
                 f"xmax={xmax:g} ymax={ymax:g} (1-based inclusive pixels; need xmax >= xmin, "
                 "ymax >= ymin)")
-        if size is not None:
-            height, width = size
+        if xml.size is not None:
+            height, width = xml.size
             clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
                        min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
             if clipped != box:
@@ -132,58 +91,18 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str] = VOC_CLASSES, *,
                         f"{path}: {where} box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies "
                         f"outside the {width}x{height} image given in <size>")
                 box = clipped
-        is_difficult = _flag(obj, "difficult")
-        if is_difficult and not use_difficult:
+        if obj.difficult and not use_difficult:
             continue
         boxes.append(box)
-        labels.append(label_of[name])
-        difficult.append(is_difficult)
-        truncated.append(_flag(obj, "truncated"))
+        labels.append(label_of[obj.name])
+        difficult.append(obj.difficult)
+        truncated.append(obj.truncated)
     return VocRecord(image_id=path.stem,
                      boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
                      labels=np.asarray(labels, np.int64),
                      difficult=np.asarray(difficult, bool),
                      truncated=np.asarray(truncated, bool),
-                     size=size, num_clipped=num_clipped)
-
-
-def read_image_set(path: str | Path) -> list[str]:
-    """Image ids from an ImageSets list; the first token of each non-empty line (so
-    ``<class>_<split>.txt`` files, whose lines are ``<id> <flag>``, read as their ids)."""
-    path = Path(path)
-    if not path.is_file():
-        raise VOCAnnotationError(f"{path}: image-set list not found")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise VOCAnnotationError(f"{path}: image-set list is empty")
-    return ids
-
-
-def read_class_mask(path: str | Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
-    """A class-index PNG as ``uint8 [H, W]``: values 0 (background), 1..num_classes, 255 (void).
-
-    Palette ("P") PNGs give their indices, grey ("L") PNGs (SBD SegmentationClassAug) their
-    values. Colour PNGs are refused: their RGB colours are not class indices.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-                raise VOCAnnotationError(f"{path}: mask PNG has mode {mode!r}; expected a "
-                                         "palette or grey image of class indices")
-            values = np.array(img)
-    except VOCAnnotationError:
-        raise
-    except (OSError, SyntaxError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise VOCAnnotationError(f"{path}: cannot decode mask ({reason})") from err
-    valid = values[values != MASK_IGNORE]
-    if valid.size and (valid.min() < 0 or valid.max() > num_classes):
-        bad = int(valid.max() if valid.max() > num_classes else valid.min())
-        raise VOCAnnotationError(f"{path}: mask holds label {bad}; expected 0..{num_classes} "
-                                 f"or {MASK_IGNORE} (void)")
-    return values.astype(np.uint8)
+                     size=xml.size, num_clipped=num_clipped)
 
 
 def _numeric_image_id(stem: str, index: int) -> int:
@@ -255,6 +174,7 @@ class VOCDetection(RawThenTransform):
                 raise VOCAnnotationError(
                     f"{self.root / 'SegmentationClass'}: no mask for {len(missing)} of {len(self.ids)} "
                     f"images (first: {missing[0]}.png) and segmentation='required'")
+        self._index_of_image_id: dict[int, int] | None = None  # built by ground_truth()
         self.num_clipped_boxes = sum(r.num_clipped for r in self.records)
         if self.num_clipped_boxes:
             message = (f"{self.root / 'Annotations'}: clipped {self.num_clipped_boxes} boxes "
@@ -351,11 +271,28 @@ class VOCDetection(RawThenTransform):
         mask_path = self.mask_paths[index]
         if mask_path is None:
             return torch.full((height, width), MASK_IGNORE, dtype=torch.int64)
-        values = read_class_mask(mask_path, self.num_classes)
-        if values.shape != (height, width):
-            raise VOCAnnotationError(f"{mask_path}: mask size {values.shape[0]}x{values.shape[1]} "
-                                     f"(HxW) differs from its image {height}x{width}")
+        values = read_class_mask(mask_path, self.num_classes, size=(height, width))
         return torch.from_numpy(values).to(torch.int64)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def ground_truth(self, image_id: int) -> VocGroundTruth:
+        """The original-resolution ground truth of the item whose ``target["image_id"]`` this is."""
+        if self._index_of_image_id is None:
+            index_of: dict[int, int] = {}
+            for index, name in enumerate(self.ids):
+                number = _numeric_image_id(name, index)
+                if number in index_of:
+                    raise VOCAnnotationError(
+                        f"{self.split_file or self.root}: images {self.ids[index_of[number]]} and {name} "
+                        f"share the numeric image_id {number}, so their results cannot be told apart")
+                index_of[number] = index
+            self._index_of_image_id = index_of
+        index = self._index_of_image_id.get(int(image_id))
+        if index is None:
+            raise KeyError(f"image_id {image_id} is not an image of {self!r}")
+        record = self.records[index]
+        return VocGroundTruth(name=record.image_id, boxes=record.boxes, labels=record.labels,
+                              difficult=record.difficult, mask_path=self.mask_paths[index])
 
     def __repr__(self) -> str:
         num_boxes = sum(len(r.labels) for r in self.records)

@@ -1,78 +1,124 @@
-"""Evaluation loops: COCO mAP for COCO-style data, VOC mAP + mIoU for VOC-style data.
+"""The evaluation loop: a predictor over a data set, scored by a pluggable evaluator.
 
-Sharded across ranks under DDP: each rank predicts its slice, results are gathered, and the
-metric is computed once on rank 0 (then shared so every rank returns the same numbers).
+The loop knows neither the metric nor the model type:
+
+* the thing evaluated is a :class:`Predictor` — padded images in, the fixed-size post-processed
+  output out (:class:`TorchPredictor` wraps a scaledet Detector; an ONNX Runtime session can
+  stand in the same way);
+* the metric is an :class:`~scaledet.eval.base.Evaluator` (COCO, VOC + mIoU), fed one batch at a
+  time with detections in original pixels.
+
+Under DDP each rank predicts a round-robin shard of the data set; the evaluators' per-image
+records are gathered to rank 0 in data set order, scored once there, and the result is shared so
+every rank returns the same :class:`~scaledet.eval.base.EvalResult`.
 """
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from scaledet.config import EvalConfig
 from scaledet.data.collate import collate
 from scaledet.engine.distributed import DistInfo, gather_objects
 from scaledet.engine.inference import unpack_detections
+from scaledet.eval.base import EvalResult, Evaluator
+
+if TYPE_CHECKING:
+    from scaledet.data.factory import DataBundle
 
 
-def _loader(dataset: Dataset, batch_size: int, size_divisor: int, info: DistInfo, num_workers: int) -> DataLoader:
-    shard = Subset(dataset, range(info.rank, len(dataset), info.world)) if info.enabled else dataset
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=lambda b: collate(b, size_divisor))
+class Predictor(Protocol):
+    """What the loop evaluates. ``size_divisor``: inputs are padded to a multiple of it."""
+
+    size_divisor: int
+
+    def __call__(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """``images [B,3,H,W]`` (normalised, padded) -> the post-processor's fixed-size output:
+        ``boxes [B,K,4]``, ``scores``, ``labels``, ``num_detections`` (and ``mask [B,H,W]``)."""
+        ...
+
+
+class TorchPredictor:
+    """A scaledet Detector as a :class:`Predictor`, in eval mode, under autocast when ``amp_dtype``."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None) -> None:
+        self.model = model.eval()
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.size_divisor = model.size_divisor
+
+    def __call__(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            outputs = self.model(images)
+        return self.model.postprocess(outputs, image_sizes)
+
+
+def _in_data_set_order(parts: list[list]) -> list:
+    # Rank r held positions r, r + world, r + 2 * world, ... of the data set.
+    world = len(parts)
+    return [parts[i % world][i // world] for i in range(sum(len(part) for part in parts))]
 
 
 @torch.inference_mode()
-def predict_dataset(model, dataset: Dataset, *, batch_size: int, device: torch.device, amp_dtype=None,
-                    info: DistInfo = DistInfo(), num_workers: int = 0, progress: bool = False,
-                    keep_masks: bool = False) -> list[dict[str, Any]]:
-    """Detections for every image of ``dataset`` (this rank's shard), in original pixels."""
-    model.eval()
-    out = []
-    loader = _loader(dataset, batch_size, model.size_divisor, info, num_workers)
+def evaluate_dataset(predictor: Predictor, dataset: Dataset, evaluator: Evaluator, *, batch_size: int,
+                     info: DistInfo = DistInfo(), num_workers: int = 0, progress: bool = False) -> EvalResult:
+    """Run ``predictor`` over ``dataset`` (this rank's shard under DDP) and score it with ``evaluator``;
+    every rank returns the same result."""
+    shard = Subset(dataset, range(info.rank, len(dataset), info.world)) if info.enabled else dataset
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=functools.partial(collate, size_divisor=predictor.size_divisor))
+    evaluator.reset()
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
-        images = batch["images"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs = model(images)
-        post = model.postprocess(outputs, batch["image_sizes"])
-        for target, det in zip(batch["targets"], unpack_detections(post, batch["targets"], batch["image_sizes"])):
-            record = {"image_id": target["image_id"], "boxes": det["boxes"], "scores": det["scores"],
-                      "labels": det["labels"], "file_name": target.get("file_name")}
-            if keep_masks and "masks" in det:
-                record["masks"] = det["masks"]
-                record["gt_mask"] = target.get("orig_mask")
-            out.append(record)
-    return out
+        post = predictor(batch["images"], batch["image_sizes"])
+        evaluator.process(batch["targets"], unpack_detections(post, batch["targets"], batch["image_sizes"]))
+    if not info.enabled:
+        return evaluator.evaluate()
+    parts = gather_objects(evaluator.records, info)
+    result = None
+    if info.is_main:
+        evaluator.records = _in_data_set_order(parts)
+        result = evaluator.evaluate()
+    return gather_objects(result, info)[0]
 
 
-def evaluate_coco_dataset(model, dataset: Dataset, annotations: Path, label_to_category_id, *, batch_size: int,
-                          device: torch.device, amp_dtype=None, info: DistInfo = DistInfo(),
-                          results_path: Path | None = None, progress: bool = False) -> dict[str, float]:
-    from scaledet.eval.coco import COCO_STAT_NAMES, detections_to_coco_results, evaluate_coco
+def _unwrap(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
 
-    dets = predict_dataset(model, dataset, batch_size=batch_size, device=device, amp_dtype=amp_dtype, info=info,
-                           progress=progress)
-    results = []
-    for d in dets:
-        results.extend(detections_to_coco_results(d["image_id"], d["boxes"], d["scores"], d["labels"],
-                                                  label_to_category_id))
-    gathered = gather_objects(results, info)
-    if not info.is_main:
-        stats = None
-    else:
-        results = [r for part in gathered for r in part]
-        if results_path is not None:
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps(results))
-        stats = evaluate_coco(annotations, results) if results else {k: 0.0 for k in COCO_STAT_NAMES}
-    return gather_objects(stats, info)[0]
+
+def build_evaluator(cfg: EvalConfig, bundle: DataBundle, *, label_to_category_id=None,
+                    results_path: Path | None = None) -> Evaluator | None:
+    """The evaluator ``eval.metric`` names for ``bundle.val``; None when there is nothing to score
+    against (no validation split, or COCO scoring without a COCO annotation file)."""
+    if bundle.val is None:
+        return None
+    if cfg.metric == "voc":
+        from scaledet.data.voc import VOCDetection
+        from scaledet.eval.voc import VocEvaluator
+
+        voc = _unwrap(bundle.val)
+        if not isinstance(voc, VOCDetection):
+            raise ValueError(f"eval.metric=voc needs a VOC validation set, got {type(voc).__name__}")
+        return VocEvaluator(voc.ground_truth, bundle.class_names, cfg.voc_metric)
+    if bundle.val_annotations is None:
+        return None
+    from scaledet.eval.coco import CocoEvaluator
+
+    return CocoEvaluator(bundle.val_annotations, label_to_category_id or bundle.label_to_category_id,
+                         results_path)
 
 
 def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: Path | None = None,
-                        progress: bool = True) -> dict[str, Any]:
-    """Evaluate a checkpoint on the validation split a config names; returns the metric dict."""
+                        progress: bool = True, info: DistInfo = DistInfo()) -> EvalResult:
+    """Evaluate a checkpoint on the validation split a config names (sharded under DDP)."""
     from scaledet.data.factory import build_datasets
     from scaledet.engine.inference import model_from_checkpoint
 
@@ -83,14 +129,10 @@ def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: 
     bundle.set_transforms(cfg.data, model)
     if cfg.eval.score_threshold is not None:
         model.postprocessor.score_threshold = cfg.eval.score_threshold
-    if cfg.eval.metric == "voc":
-        from scaledet.engine.evaluate_voc import evaluate_voc_dataset
-
-        return evaluate_voc_dataset(model, bundle.val, batch_size=cfg.eval.batch_size, device=device,
-                                    metric=cfg.eval.voc_metric, class_names=bundle.class_names, progress=progress)
-    label_map = getattr(model, "label_to_category_id", None) or bundle.label_to_category_id
-    results_path = (output or checkpoint.parent) / "results.json"
-    stats = evaluate_coco_dataset(model, bundle.val, bundle.val_annotations, label_map,
-                                  batch_size=cfg.eval.batch_size, device=device, results_path=results_path,
-                                  progress=progress)
-    return {"stats": stats, "results_path": str(results_path)}
+    evaluator = build_evaluator(cfg.eval, bundle, label_to_category_id=model.label_to_category_id,
+                                results_path=(output or checkpoint.parent) / "results.json")
+    if evaluator is None:
+        raise ValueError(f"eval.metric={cfg.eval.metric}: data.format={cfg.data.format} gives no ground truth "
+                         "to score against (COCO scoring needs data.val_annotations)")
+    return evaluate_dataset(TorchPredictor(model, device), bundle.val, evaluator, batch_size=cfg.eval.batch_size,
+                            info=info, progress=progress and info.is_main)

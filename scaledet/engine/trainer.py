@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from scaledet.config import Config, save_config
+from scaledet.config import Config, check_model_arguments, save_config
 from scaledet.data.collate import build_loader
 from scaledet.data.factory import DataBundle, build_datasets
 from scaledet.engine import checkpoint as ckpt
@@ -28,6 +28,7 @@ from scaledet.engine.distributed import (
 )
 from scaledet.engine.sampling import ResumableSampler, SeededAugmentation
 from scaledet.engine.schedules import learning_rate
+from scaledet.eval.base import EvalResult
 from scaledet.registry import builder_arguments, create_model
 
 log = logging.getLogger("scaledet.train")
@@ -127,10 +128,12 @@ class Trainer:
             # torchrun restarted the workers after a failure: carry on from the last checkpoint.
             self.resume = True
         self.history: list[dict[str, float]] = []
+        self.last_evaluation: EvalResult | None = None
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
         cfg = self.cfg
+        check_model_arguments(cfg.model)  # a typo in model.args fails here, before any data is read
         torch.manual_seed(cfg.train.seed + self.info.rank)
         self.bundle = build_datasets(cfg.data, train=True, val=True)
         if cfg.eval.max_images and self.bundle.val is not None:
@@ -240,25 +243,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float] | None:
-        from scaledet.engine.evaluate import evaluate_coco_dataset
+        """Score the model (its EMA when kept) on the validation split, sharded over the ranks;
+        the metrics, or None without ground truth. The full result is kept in ``last_evaluation``."""
+        from scaledet.engine.evaluate import TorchPredictor, build_evaluator, evaluate_dataset
 
-        model = self.ema.module if self.ema is not None else self.model
-        if self.cfg.eval.metric == "voc" and self.bundle.val is not None:
-            from scaledet.engine.evaluate_voc import evaluate_voc_dataset
-
-            result = evaluate_voc_dataset(model, self.bundle.val, batch_size=self.cfg.eval.batch_size,
-                                          device=self.device, metric=self.cfg.eval.voc_metric,
-                                          class_names=self.bundle.class_names, amp_dtype=self.amp_dtype)
-            self.model.train()
-            return {k: float(v) for k, v in result.items() if k in ("mAP", "mIoU", "pixel_acc")}
-        if self.bundle.val is None or self.bundle.val_annotations is None:
+        evaluator = build_evaluator(self.cfg.eval, self.bundle, label_to_category_id=self.bundle.label_to_category_id,
+                                    results_path=self.output_dir / "val_results.json")
+        if evaluator is None:
             return None
-        stats = evaluate_coco_dataset(model, self.bundle.val, self.bundle.val_annotations,
-                                      self.bundle.label_to_category_id, batch_size=self.cfg.eval.batch_size,
-                                      device=self.device, amp_dtype=self.amp_dtype, info=self.info,
-                                      results_path=self.output_dir / "val_results.json")
+        model = self.ema.module if self.ema is not None else self.model
+        self.last_evaluation = evaluate_dataset(TorchPredictor(model, self.device, self.amp_dtype), self.bundle.val,
+                                                evaluator, batch_size=self.cfg.eval.batch_size, info=self.info)
         self.model.train()
-        return stats
+        return self.last_evaluation.metrics
 
     def _maybe_keep_best(self, stats: dict[str, float] | None) -> None:
         if not stats:
@@ -328,7 +325,8 @@ class Trainer:
         self._maybe_keep_best(stats)
         self._save("last.pt")
         barrier(self.info)
-        return {"step": self.step, "final": stats, "best": self.best_stats, "output_dir": str(self.output_dir)}
+        return {"step": self.step, "final": stats, "best": self.best_stats, "output_dir": str(self.output_dir),
+                "evaluation": self.last_evaluation if stats else None}
 
     def _optimizer_step(self, loader_iter) -> tuple[dict[str, torch.Tensor], bool]:
         cfg = self.cfg

@@ -3,7 +3,8 @@
 ``faster_coco_eval`` reproduces pycocotools' ``COCOeval`` numbers exactly; this module only adds
 input checking with one-line errors that name the offending file, a plain ``dict`` of the 12
 standard statistics, the familiar printed table, and the conversion from detector outputs
-(xyxy boxes, contiguous labels) to COCO results (xywh boxes, original category ids).
+(xyxy boxes, contiguous labels) to COCO results (xywh boxes, original category ids), and the
+:class:`CocoEvaluator` the evaluation loop drives.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
 
-COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-                   "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+from scaledet.eval.base import EvalResult, Evaluator, as_numpy
+from scaledet.eval.metric_names import COCO_STAT_NAMES
 
 # (title, IoU range, area range, maxDets) of each statistic, in COCOeval.stats order.
 _STAT_LAYOUT = (
@@ -145,12 +146,6 @@ def format_coco_table(stats: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _to_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
-
-
 def detections_to_coco_results(image_id: int,
                                boxes_xyxy: torch.Tensor | np.ndarray | Sequence,
                                scores: torch.Tensor | np.ndarray | Sequence,
@@ -161,9 +156,9 @@ def detections_to_coco_results(image_id: int,
 
     Entries with a negative label (the padding of fixed-size detector outputs) are dropped.
     """
-    boxes = _to_numpy(boxes_xyxy).astype(np.float64).reshape(-1, 4)
-    scores_np = _to_numpy(scores).astype(np.float64).reshape(-1)
-    labels_np = _to_numpy(labels).astype(np.int64).reshape(-1)
+    boxes = as_numpy(boxes_xyxy).astype(np.float64).reshape(-1, 4)
+    scores_np = as_numpy(scores).astype(np.float64).reshape(-1)
+    labels_np = as_numpy(labels).astype(np.int64).reshape(-1)
     if not len(boxes) == len(scores_np) == len(labels_np):
         raise ValueError(f"boxes ({len(boxes)}), scores ({len(scores_np)}) and labels "
                          f"({len(labels_np)}) differ in length")
@@ -176,3 +171,32 @@ def detections_to_coco_results(image_id: int,
          "bbox": [float(v) for v in box], "score": float(score)}
         for box, score, label in zip(xywh, scores_np, labels_np)
     ]
+
+
+class CocoEvaluator(Evaluator):
+    """COCO box AP/AR of detections against a COCO annotation file (or dict).
+
+    ``label_to_category_id`` maps the model's contiguous labels to the file's category ids. The
+    detections of every image are written to ``results_path`` (a COCO results file) when given.
+    """
+
+    def __init__(self, annotations: str | Path | Mapping,
+                 label_to_category_id: Sequence[int] | Mapping[int, int],
+                 results_path: Path | None = None) -> None:
+        super().__init__()
+        self.annotations = annotations
+        self.label_to_category_id = label_to_category_id
+        self.results_path = results_path
+
+    def image_record(self, target: Mapping[str, Any], detection: Mapping[str, Any]) -> list[dict]:
+        return detections_to_coco_results(target["image_id"], detection["boxes"], detection["scores"],
+                                          detection["labels"], self.label_to_category_id)
+
+    def summarize(self, records: Sequence[list[dict]]) -> EvalResult:
+        results = [entry for image in records for entry in image]
+        if self.results_path is not None:
+            self.results_path.parent.mkdir(parents=True, exist_ok=True)
+            self.results_path.write_text(json.dumps(results))
+        stats = (evaluate_coco(self.annotations, results) if results
+                 else {name: 0.0 for name in COCO_STAT_NAMES})
+        return EvalResult(stats, format_coco_table(stats), results_path=self.results_path)

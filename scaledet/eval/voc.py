@@ -19,20 +19,19 @@ the VOC devkit (``VOCevaldet.m``):
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
+from scaledet.data.voc_files import VOC_CLASSES, VocGroundTruth, read_class_mask, read_voc_xml
+from scaledet.eval.base import EvalResult, Evaluator, as_numpy
+from scaledet.eval.miou import ConfusionMatrix
+
 VOC_METRICS = ("11point", "area")
 
 
@@ -55,39 +54,12 @@ class VocClassDetections:
 
 
 # --------------------------------------------------------------------------------------- readers
-def _xml_number(node: ET.Element, tag: str, path: Path, where: str) -> float:
-    text = node.findtext(tag)
-    try:
-        return float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: {where} has no numeric <{tag}> (got {text!r})") from None
-
-
 def read_voc_annotation(path: str | Path) -> VocImageAnnotation:
-    """One VOC XML annotation file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise ValueError(f"{path}: malformed XML ({err})") from None
-    boxes, names, difficult = [], [], []
-    for index, obj in enumerate(root.iter("object")):
-        where = f"object #{index}"
-        name = (obj.findtext("name") or "").strip()
-        if not name:
-            raise ValueError(f"{path}: {where} has no <name>")
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
-            raise ValueError(f"{path}: {where} ({name}) has no <bndbox>")
-        boxes.append([_xml_number(bndbox, tag, path, where)
-                      for tag in ("xmin", "ymin", "xmax", "ymax")])
-        names.append(name)
-        flag = (obj.findtext("difficult") or "0").strip()
-        difficult.append(flag not in ("0", "", "false", "False"))
-    return VocImageAnnotation(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), names,
-                              np.asarray(difficult, dtype=bool))
+    """One VOC XML annotation file, boxes as written (the devkit's convention)."""
+    xml = read_voc_xml(path)
+    return VocImageAnnotation(np.asarray([obj.box for obj in xml.objects], dtype=np.float64).reshape(-1, 4),
+                              [obj.name for obj in xml.objects],
+                              np.asarray([obj.difficult for obj in xml.objects], dtype=bool))
 
 
 def read_voc_annotations(folder: str | Path,
@@ -288,3 +260,69 @@ def format_voc_table(result: Mapping) -> str:
         lines.append(f"{class_name:>14s}: {shown}")
     lines.append(f"{'mAP':>14s}: {result['mAP']:6.4f}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the evaluator
+@dataclass
+class _VocImageRecord:
+    name: str
+    annotation: VocImageAnnotation
+    labels: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    confusion: torch.Tensor | None  # [C+1, C+1] pixel counts; None without masks
+
+
+class VocEvaluator(Evaluator):
+    """VOC detection mAP and, for detections that carry ``masks``, segmentation mIoU.
+
+    ``ground_truth(image_id)`` gives an image's original-resolution ground truth (e.g.
+    :meth:`scaledet.data.voc.VOCDetection.ground_truth`). mIoU is computed at the original image
+    resolution, as the reference protocol does (BLITZNET.md §5): the predicted label map arrives
+    resized to it, and the class mask is read from its file at that size. Images without a mask
+    add no pixels; with no pixel at all mIoU is NaN.
+    """
+
+    def __init__(self, ground_truth: Callable[[int], VocGroundTruth], class_names: Sequence[str],
+                 metric: str = "area") -> None:
+        if metric not in VOC_METRICS:
+            raise ValueError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
+        super().__init__()
+        self.ground_truth = ground_truth
+        self.class_names = list(class_names)
+        self.metric = metric
+
+    def image_record(self, target: Mapping[str, Any], detection: Mapping[str, Any]) -> _VocImageRecord:
+        truth = self.ground_truth(int(target["image_id"]))
+        annotation = VocImageAnnotation(boxes=truth.boxes.astype(np.float64),
+                                        names=[self.class_names[int(label)] for label in truth.labels],
+                                        difficult=truth.difficult.astype(bool))
+        confusion = None
+        if "masks" in detection and truth.mask_path is not None:
+            predicted = detection["masks"]
+            matrix = ConfusionMatrix(len(self.class_names) + 1)
+            matrix.update(predicted, read_class_mask(truth.mask_path, len(self.class_names),
+                                                     size=tuple(predicted.shape)))
+            confusion = matrix.matrix
+        return _VocImageRecord(truth.name, annotation, as_numpy(detection["labels"]),
+                               as_numpy(detection["scores"]), as_numpy(detection["boxes"]), confusion)
+
+    def summarize(self, records: Sequence[_VocImageRecord]) -> EvalResult:
+        found: dict[str, list[tuple[str, float, np.ndarray]]] = {name: [] for name in self.class_names}
+        confusion = ConfusionMatrix(len(self.class_names) + 1)
+        for record in records:
+            for box, score, label in zip(record.boxes, record.scores, record.labels):
+                found[self.class_names[int(label)]].append((record.name, float(score), box))
+            if record.confusion is not None:
+                confusion.matrix += record.confusion
+        detections = {
+            name: VocClassDetections(image_ids=[d[0] for d in items], scores=np.array([d[1] for d in items]),
+                                     boxes=np.array([d[2] for d in items]).reshape(-1, 4))
+            for name, items in found.items()
+        }
+        annotations = {record.name: record.annotation for record in records}
+        result = evaluate_voc(annotations, detections, classes=self.class_names, metric=self.metric)
+        segmentation = confusion.compute()
+        metrics = {"mAP": result["mAP"], "mIoU": segmentation["miou"], "pixel_acc": segmentation["pixel_acc"]}
+        table = f"mAP  {metrics['mAP']:.4f}  ({self.metric})\nmIoU {metrics['mIoU']:.4f}"
+        return EvalResult(metrics, table, details={"metric": self.metric, "per_class_AP": result["per_class"]})

@@ -18,10 +18,11 @@ import torch
 
 from scaledet.config import save_config
 from scaledet.engine.checkpoint import load_checkpoint
-from scaledet.engine.evaluate import evaluate_coco_dataset
+from scaledet.engine.evaluate import TorchPredictor, evaluate_dataset
 from scaledet.engine.inference import model_from_checkpoint
 from scaledet.engine.sampling import ResumableSampler
 from scaledet.engine.trainer import Trainer
+from scaledet.eval.coco import CocoEvaluator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,15 +51,19 @@ def _torchrun_available() -> bool:
 pytestmark = pytest.mark.skipif(not _torchrun_available(), reason="torch.distributed with gloo is not available")
 
 
-def _launch(cfg_path: Path, out: Path, *extra: str, restarts: int = 0, env: dict[str, str] | None = None,
-            per_process_batch: int = 2) -> subprocess.Popen:
+def _torchrun(*argv: str, restarts: int = 0, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``scaledet ARGV`` in 2 processes (gloo, one thread each)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           f"--max-restarts={restarts}", "--monitor-interval=0.1",
-           "-m", "scaledet.cli.main", "train", str(cfg_path), "--output", str(out), "--no-progress",
-           "--device", "cpu", "--set", f"train.batch_size={per_process_batch}", *extra]
+           f"--max-restarts={restarts}", "--monitor-interval=0.1", "-m", "scaledet.cli.main", *argv]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "SCALEDET_DIST_TIMEOUT": "30", **(env or {})}
     return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+
+
+def _launch(cfg_path: Path, out: Path, *extra: str, restarts: int = 0, env: dict[str, str] | None = None,
+            per_process_batch: int = 2) -> subprocess.Popen:
+    return _torchrun("train", str(cfg_path), "--output", str(out), "--no-progress", "--device", "cpu",
+                     "--set", f"train.batch_size={per_process_batch}", *extra, restarts=restarts, env=env)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 90) -> tuple[int, str]:
@@ -137,9 +142,10 @@ def test_two_processes_equal_one_process_with_the_global_batch(tiny_config, tmp_
     torch.set_num_threads(1)
     try:
         model = model_from_checkpoint(tmp_path / "ddp" / "last.pt", "cpu")
-        stats = evaluate_coco_dataset(model, single.bundle.val, single.bundle.val_annotations,
-                                      single.bundle.label_to_category_id, batch_size=1, device=torch.device("cpu"),
-                                      results_path=tmp_path / "one_process_results.json")
+        evaluator = CocoEvaluator(single.bundle.val_annotations, single.bundle.label_to_category_id,
+                                  results_path=tmp_path / "one_process_results.json")
+        stats = evaluate_dataset(TorchPredictor(model, torch.device("cpu")), single.bundle.val, evaluator,
+                                 batch_size=1).metrics
     finally:
         torch.set_num_threads(threads)
     one_dets = json.loads((tmp_path / "one_process_results.json").read_text())
@@ -227,3 +233,41 @@ def test_blitznet_trains_under_ddp_with_images_lacking_masks(shared_data, tmp_pa
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
     rows = _metrics(tmp_path / "run" / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(math.isfinite(r["seg_loss"]) for r in rows)
+
+
+def test_voc_evaluation_in_two_processes_equals_one_process(shared_data, tmp_path):
+    """`scaledet eval` of a BlitzNet under torchrun: each process scores its shard (3 and 2 of 5 VOC
+    images), the records are gathered, and VOC mAP, per-class AP and mIoU are the single-process ones."""
+    from scaledet.config import load_config
+    from scaledet.engine.checkpoint import FORMAT, save_atomic
+    from scaledet.engine.evaluate import evaluate_checkpoint
+    from scaledet.registry import create_model
+
+    model_args = dict(num_classes=20, image_size=128, score_threshold=0.01)
+    torch.manual_seed(0)
+    model = create_model("blitznet_tiny", **model_args)
+    with torch.no_grad():  # a constant "background" map: random features would give no correct pixel at all
+        model.seg_head.classifier.weight.zero_()
+        model.seg_head.classifier.bias[0] = 1.0
+    save_atomic({"format": FORMAT, "model_name": "blitznet_tiny", "model_args": model_args,
+                 "model": model.state_dict(), "ema": None}, tmp_path / "blitz.pt")
+    cfg = load_config(None, [
+        "data.format=voc", f"data.root={shared_data / 'voc2012_first100'}", "data.val_split=Segmentation/val",
+        "data.num_workers=0", "eval.metric=voc", "train.keep_best=mAP", "eval.max_images=5", "eval.batch_size=1",
+    ])
+    save_config(cfg, tmp_path / "cfg.yaml")
+    ddp = _torchrun("eval", str(tmp_path / "cfg.yaml"), "--checkpoint", str(tmp_path / "blitz.pt"), "--json",
+                    "--device", "cpu")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = evaluate_checkpoint(cfg, tmp_path / "blitz.pt", device=torch.device("cpu"), progress=False).to_json()
+    finally:
+        torch.set_num_threads(threads)
+    code, output = _finish(ddp)
+    assert code == 0, output[-3000:]
+    printed = [line for line in output.splitlines() if line.startswith("{")]
+    assert len(printed) == 1, "only rank 0 prints"
+    assert json.loads(printed[0]) == single
+    assert single["mAP"] > 0 and single["mIoU"] > 0, "the comparison is not between zeros"
