@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from scaledet.cli.main import main
 
@@ -12,12 +11,7 @@ KEYS = ("p50_ms", "p90_ms", "images_per_s", "peak_memory_mb", "params", "macs", 
 TINY = ["retinanet_spinenet49_tiny", "--image-size", "128", "--num-classes", "3", "--iters", "3", "--warmup", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bench(capsys, *extra: str) -> dict:

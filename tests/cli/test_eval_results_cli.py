@@ -13,27 +13,17 @@ import pytest
 from scaledet.cli.main import main
 from scaledet.eval.coco import COCO_STAT_NAMES
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-VECTORS = DATA / "coco_eval_vectors"
-GT = VECTORS / "gt" / "instances_val2014_100.json"
-FAKE_BBOX = VECTORS / "cocoapi_results" / "instances_val2014_fakebbox100_results.json"
-FAKE_SEGM = VECTORS / "cocoapi_results" / "instances_val2014_fakesegm100_results.json"
-
-BBOX_EXPECTED = (0.5045806987249628, 0.6969727247299577, 0.5729816669904824, 0.5856257209410443,
-                 0.5193996948036719, 0.5013978986347466, 0.38681277964578054, 0.5936795762842003,
-                 0.595352982877607, 0.6398109626113442, 0.5664205978994309, 0.5642905982905982)
-SEGM_EXPECTED = (0.3195452758576433, 0.5622883972521636, 0.29892653412086784, 0.3873740315997838,
-                 0.31018272403369485, 0.3269339071005138, 0.2682297225711534, 0.41544868114906375,
-                 0.4168394992198818, 0.4694498622754236, 0.37675922666197265, 0.3814715099715099)
+# inside the coco_eval_vectors folder
+GT = "gt/instances_val2014_100.json"
+FAKE_RESULTS = {"bbox": "cocoapi_results/instances_val2014_fakebbox100_results.json",
+                "segm": "cocoapi_results/instances_val2014_fakesegm100_results.json"}
 REVIEW_ODM_EXPECTED = (0.503647, 0.696973, 0.571667, 0.593252, 0.557991, 0.489363, 0.386813,
                        0.593680, 0.595353, 0.654764, 0.603130, 0.553744)
 
 
 @pytest.fixture(scope="module")
-def vectors() -> Path:
-    if not VECTORS.is_dir():
-        pytest.skip(f"test vectors not available: {VECTORS}")
-    return VECTORS
+def vectors(coco_eval_vectors: Path) -> Path:
+    return coco_eval_vectors
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -51,11 +41,11 @@ def _coco_json(capsys, annotations: Path, results: Path, iou_type: str = "bbox")
     return stats
 
 
-@pytest.mark.parametrize("results, iou_type, expected",
-                         [(FAKE_BBOX, "bbox", BBOX_EXPECTED), (FAKE_SEGM, "segm", SEGM_EXPECTED)])
-def test_coco_published_vectors(vectors, capsys, results, iou_type, expected) -> None:
-    stats = _coco_json(capsys, GT, results, iou_type)
-    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], expected, rtol=0, atol=1e-9)
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_coco_published_vectors(vectors, capsys, published_coco_stats, iou_type) -> None:
+    stats = _coco_json(capsys, vectors / GT, vectors / FAKE_RESULTS[iou_type], iou_type)
+    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], published_coco_stats[iou_type],
+                               rtol=0, atol=1e-9)
 
 
 def test_coco_review_odm_vector(vectors, capsys) -> None:
@@ -67,20 +57,21 @@ def test_coco_review_odm_vector(vectors, capsys) -> None:
                                rtol=0, atol=1e-6)
 
 
-def test_coco_console_script(vectors) -> None:
+def test_coco_console_script(vectors, published_coco_stats) -> None:
     script = shutil.which("scaledet")
     command = [script] if script else [sys.executable, "-m", "scaledet.cli.main"]
-    done = subprocess.run(command + ["eval-results", "coco", "--annotations", str(GT),
-                                     "--results", str(FAKE_BBOX), "--json"],
+    done = subprocess.run(command + ["eval-results", "coco", "--annotations", str(vectors / GT),
+                                     "--results", str(vectors / FAKE_RESULTS["bbox"]), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
-    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], BBOX_EXPECTED, rtol=0, atol=1e-9)
+    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], published_coco_stats["bbox"],
+                               rtol=0, atol=1e-9)
 
 
 def test_coco_table_output(vectors, capsys) -> None:
-    code, out, _ = _run(capsys, "eval-results", "coco", "--annotations", str(GT),
-                        "--results", str(FAKE_BBOX))
+    code, out, _ = _run(capsys, "eval-results", "coco", "--annotations", str(vectors / GT),
+                        "--results", str(vectors / FAKE_RESULTS["bbox"]))
     assert code == 0
     lines = out.rstrip("\n").splitlines()
     assert len(lines) == 12
@@ -191,11 +182,9 @@ def test_help_has_a_worked_example(capsys, argv) -> None:
     assert "scaledet eval-results" in out and "example" in out
 
 
-def test_voc_real_annotations_with_image_set(tmp_path, capsys) -> None:
-    voc_root = DATA / "voc2012_first100"
+def test_voc_real_annotations_with_image_set(voc100, tmp_path, capsys) -> None:
+    voc_root = voc100
     image_set = voc_root / "ImageSets" / "Segmentation" / "val.txt"
-    if not image_set.is_file():
-        pytest.skip(f"VOC sample not available: {voc_root}")
     import xml.etree.ElementTree as ET
 
     val_ids = image_set.read_text().split()

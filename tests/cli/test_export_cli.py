@@ -17,13 +17,7 @@ from scaledet.registry import create_model
 MODEL_ARGS = dict(num_classes=3, head_width=32, endpoints_num_filters=32, score_threshold=0.2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: two threads on the shared 2-core machine stall on each other under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

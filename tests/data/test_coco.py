@@ -14,16 +14,6 @@ from scaledet.data.coco import AnnotationError, CocoDetection
 from scaledet.data.images import ImageError
 from scaledet.data.transforms import EvalTransform
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def coco_tiny() -> Path:
-    root = SHARED_DATA / "coco_tiny"
-    if not (root / "annotations" / "instances_train2017.json").is_file():
-        pytest.skip(f"{root} not available")
-    return root
-
 
 def _write_dataset(root: Path, annotations: list[dict], *, categories=None, images=None) -> Path:
     """Two small PNGs (40x30 and 20x50) plus a json; returns the json path."""

@@ -10,14 +10,7 @@ import torch
 from scaledet.data.ssd_transforms import (SSDEvalTransform, SSDTrainTransform, photometric_distort,
                                           sample_coverage_crop)
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Per-image work runs on one thread, as in a DataLoader worker; two threads on a busy
-    2-core machine make these small ops ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MEAN = (0.485, 0.456, 0.406)

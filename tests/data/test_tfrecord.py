@@ -20,16 +20,6 @@ from scaledet.data.tfrecord import (TFRecordDetection, TFRecordError, category_t
                                     write_coco_tfrecords)
 from scaledet.data.transforms import EvalTransform
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def coco_tiny() -> Path:
-    root = SHARED_DATA / "coco_tiny"
-    if not (root / "annotations" / "instances_train2017.json").is_file():
-        pytest.skip(f"{root} not available")
-    return root
-
 
 @pytest.fixture(scope="module")
 def tiny_shards(coco_tiny, tmp_path_factory) -> Path:

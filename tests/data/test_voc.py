@@ -15,22 +15,7 @@ from scaledet.data.ssd_transforms import SSDTrainTransform
 from scaledet.data.voc import VOC_CLASSES, VOCAnnotationError, VOCDetection
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Per-image work runs on one thread, as in a DataLoader worker; two threads on a busy
-    2-core machine make these small ops ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def voc100(shared_data: Path) -> Path:
-    root = shared_data / "voc2012_first100"
-    if not (root / "Annotations").is_dir():
-        pytest.skip(f"{root} not found")
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

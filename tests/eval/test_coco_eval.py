@@ -11,22 +11,10 @@ import torch
 from scaledet.eval.coco import (COCO_STAT_NAMES, detections_to_coco_results, evaluate_coco,
                                 format_coco_table)
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco_eval_vectors"
-
-# Published in cocoapi results/val2014_fake_eval_res.txt (full precision in faster_coco_eval's tests).
-BBOX_EXPECTED = (0.5045806987249628, 0.6969727247299577, 0.5729816669904824, 0.5856257209410443,
-                 0.5193996948036719, 0.5013978986347466, 0.38681277964578054, 0.5936795762842003,
-                 0.595352982877607, 0.6398109626113442, 0.5664205978994309, 0.5642905982905982)
-SEGM_EXPECTED = (0.3195452758576433, 0.5622883972521636, 0.29892653412086784, 0.3873740315997838,
-                 0.31018272403369485, 0.3269339071005138, 0.2682297225711534, 0.41544868114906375,
-                 0.4168394992198818, 0.4694498622754236, 0.37675922666197265, 0.3814715099715099)
-
 
 @pytest.fixture(scope="module")
-def vectors() -> Path:
-    if not VECTORS.is_dir():
-        pytest.skip(f"test vectors not available: {VECTORS}")
-    return VECTORS
+def vectors(coco_eval_vectors: Path) -> Path:
+    return coco_eval_vectors
 
 
 def _tiny_gt() -> dict:
@@ -42,35 +30,35 @@ def _tiny_gt() -> dict:
     }
 
 
-def test_bbox_vector_matches_published_stats(vectors: Path) -> None:
+def test_bbox_vector_matches_published_stats(vectors: Path, published_coco_stats) -> None:
     stats = evaluate_coco(vectors / "gt" / "instances_val2014_100.json",
                           vectors / "cocoapi_results" / "instances_val2014_fakebbox100_results.json")
     assert tuple(stats) == COCO_STAT_NAMES
-    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], BBOX_EXPECTED, rtol=0, atol=1e-9)
+    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], published_coco_stats["bbox"], rtol=0, atol=1e-9)
 
 
-def test_segm_vector_matches_published_stats(vectors: Path) -> None:
+def test_segm_vector_matches_published_stats(vectors: Path, published_coco_stats) -> None:
     stats = evaluate_coco(vectors / "gt" / "instances_val2014_100.json",
                           vectors / "cocoapi_results" / "instances_val2014_fakesegm100_results.json",
                           iou_type="segm")
-    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], SEGM_EXPECTED, rtol=0, atol=1e-9)
+    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], published_coco_stats["segm"], rtol=0, atol=1e-9)
 
 
-def test_in_memory_inputs_equal_files_and_are_not_modified(vectors: Path) -> None:
+def test_in_memory_inputs_equal_files_and_are_not_modified(vectors: Path, published_coco_stats) -> None:
     gt = json.loads((vectors / "gt" / "instances_val2014_100.json").read_text())
     results = json.loads(
         (vectors / "cocoapi_results" / "instances_val2014_fakebbox100_results.json").read_text())
     before = json.dumps(results)
     stats = evaluate_coco(gt, results)
-    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], BBOX_EXPECTED, atol=1e-9)
+    np.testing.assert_allclose([stats[k] for k in COCO_STAT_NAMES], published_coco_stats["bbox"], atol=1e-9)
     assert json.dumps(results) == before  # loadRes adds keys in place; we must not
 
 
-def test_table_matches_cocoapi_printout(vectors: Path) -> None:
+def test_table_matches_cocoapi_printout(vectors: Path, published_coco_stats) -> None:
     printed = (vectors / "cocoapi_results" / "val2014_fake_eval_res.txt").read_text().splitlines()
     start = printed.index("type=bbox") + 3
     expected = printed[start:start + 12]
-    stats = dict(zip(COCO_STAT_NAMES, BBOX_EXPECTED))
+    stats = dict(zip(COCO_STAT_NAMES, published_coco_stats["bbox"]))
     assert format_coco_table(stats).splitlines() == expected
 
 

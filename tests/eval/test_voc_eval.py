@@ -11,8 +11,6 @@ from scaledet.eval.voc import (VOC_CLASSES, VocClassDetections, VocImageAnnotati
                                match_class_detections, read_voc_annotation, read_voc_annotations,
                                read_voc_detection_file, read_voc_detections, voc_ap)
 
-VOC_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "voc2012_first100"
-
 
 def _ann(*objects: tuple) -> VocImageAnnotation:
     """objects: (name, box) or (name, box, difficult)."""
@@ -235,10 +233,8 @@ def _empty_dir(tmp_path: Path) -> Path:
     return empty
 
 
-def test_real_voc_annotations(tmp_path: Path) -> None:
-    if not (VOC_ROOT / "Annotations").is_dir():
-        pytest.skip(f"VOC sample not available: {VOC_ROOT}")
-    annotations = read_voc_annotations(VOC_ROOT / "Annotations")
+def test_real_voc_annotations(voc100: Path) -> None:
+    annotations = read_voc_annotations(voc100 / "Annotations")
     assert len(annotations) == 100
     assert sum(len(a.names) for a in annotations.values()) == 273  # SOURCE.md counts
     assert sum(int(a.difficult.sum()) for a in annotations.values()) == 38

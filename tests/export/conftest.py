@@ -71,13 +71,8 @@ def family_model():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads stall on each other (up to
-    50x slower calls under load); ORT sessions made by scaledet follow torch's thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _export_tests_run_on_one_thread(one_thread):
+    """Every test of this folder runs on one thread (``one_thread`` in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,7 @@ from scaledet.registry import create_model, list_models
 from scaledet.utils.flops import count_params
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared; one intra-op thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_builders_are_registered():
