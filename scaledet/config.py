@@ -196,25 +196,20 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
         return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
-        return value
+    if annotation in _SCALARS:
+        accepted, convert = _SCALARS[annotation]
+        # bool is an int to Python, but `true` is not a number in a config
+        if isinstance(value, accepted) and (annotation is bool or not isinstance(value, bool)):
+            return convert(value)
+        if annotation is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key {key!r} must be {_SCALAR_NAMES[annotation]}, got {value!r}")
     return value
+
+
+# annotation -> (accepted Python types, conversion); and how an error names it
+_SCALARS = {bool: (bool, bool), int: (int, int), float: ((int, float), float), str: (str, str)}
+_SCALAR_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def _build(cls: type, raw: Mapping[str, Any] | None, prefix: str):

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from scaledet.cli.main import add_common_arguments
+from scaledet.cli.common import new_parser
 
 _COCO_EXAMPLE = """\
-example:
   scaledet eval-results coco \\
       --annotations annotations/instances_val2017.json \\
       --results detections_val2017.json --iou-type bbox --json
@@ -18,7 +17,6 @@ Statistics are those of pycocotools' COCOeval, computed with faster-coco-eval.
 """
 
 _VOC_EXAMPLE = """\
-example:
   scaledet eval-results voc \\
       --annotations VOCdevkit/VOC2007/Annotations \\
       --image-set VOCdevkit/VOC2007/ImageSets/Main/test.txt \\
@@ -33,22 +31,12 @@ Use --metric 11point for VOC2007 numbers and --metric area for VOC2010+.
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "eval-results",
-        help="compute COCO or VOC metrics for saved detections",
-        description="Compute detection metrics for detections saved in a file or folder.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  scaledet eval-results coco --annotations GT.json --results RES.json\n"
-               "  scaledet eval-results voc --annotations VOC2007/Annotations --results DIR",
-    )
-    add_common_arguments(parser)
+    parser = new_parser(subparsers, "eval-results", "compute COCO or VOC metrics for saved detections",
+                        "  scaledet eval-results coco --annotations GT.json --results RES.json\n"
+                        "  scaledet eval-results voc --annotations VOC2007/Annotations --results DIR\n")
     kinds = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
 
-    coco = kinds.add_parser(
-        "coco", help="COCO AP/AR (12 standard statistics)",
-        description="COCO detection metrics: the 12 statistics of COCOeval.summarize().",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_COCO_EXAMPLE)
-    add_common_arguments(coco)
+    coco = new_parser(kinds, "coco", "COCO AP/AR: the 12 statistics of COCOeval.summarize()", _COCO_EXAMPLE)
     coco.add_argument("--annotations", required=True, metavar="GT.json",
                       help="COCO ground-truth annotation file")
     coco.add_argument("--results", required=True, metavar="RES.json",
@@ -59,11 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help='print one JSON object {"AP": ..., "ARl": ...} instead of the table')
     coco.set_defaults(func=run_coco)
 
-    voc = kinds.add_parser(
-        "voc", help="PASCAL VOC per-class AP and mAP",
-        description="PASCAL VOC detection AP per class and mAP.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_VOC_EXAMPLE)
-    add_common_arguments(voc)
+    voc = new_parser(kinds, "voc", "PASCAL VOC detection AP per class and mAP", _VOC_EXAMPLE)
     voc.add_argument("--annotations", required=True, metavar="XML_DIR",
                      help="folder of VOC .xml files (or a VOC root containing Annotations/)")
     voc.add_argument("--results", required=True, metavar="DIR",

@@ -23,18 +23,12 @@ from scaledet.eval.metric_names import COCO_STAT_NAMES
 
 # (title, IoU range, area range, maxDets) of each statistic, in COCOeval.stats order.
 _STAT_LAYOUT = (
-    ("Average Precision (AP)", "0.50:0.95", "all", 100),
-    ("Average Precision (AP)", "0.50", "all", 100),
-    ("Average Precision (AP)", "0.75", "all", 100),
-    ("Average Precision (AP)", "0.50:0.95", "small", 100),
-    ("Average Precision (AP)", "0.50:0.95", "medium", 100),
-    ("Average Precision (AP)", "0.50:0.95", "large", 100),
-    ("Average Recall    (AR)", "0.50:0.95", "all", 1),
-    ("Average Recall    (AR)", "0.50:0.95", "all", 10),
-    ("Average Recall    (AR)", "0.50:0.95", "all", 100),
-    ("Average Recall    (AR)", "0.50:0.95", "small", 100),
-    ("Average Recall    (AR)", "0.50:0.95", "medium", 100),
-    ("Average Recall    (AR)", "0.50:0.95", "large", 100),
+    *(("Average Precision (AP)", iou, area, 100)
+      for iou, area in (("0.50:0.95", "all"), ("0.50", "all"), ("0.75", "all"),
+                        ("0.50:0.95", "small"), ("0.50:0.95", "medium"), ("0.50:0.95", "large"))),
+    *(("Average Recall    (AR)", "0.50:0.95", area, max_dets)
+      for area, max_dets in (("all", 1), ("all", 10), ("all", 100), ("small", 100), ("medium", 100),
+                             ("large", 100))),
 )
 
 IOU_TYPES = ("bbox", "segm")
