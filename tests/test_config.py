@@ -30,9 +30,9 @@ def _write(tmp_path: Path, **sections) -> Path:
     ("eval", "metric", "vocc", "coco, voc"),
     ("eval", "voc_metric", "11-point", "area, 11point"),
     ("optim", "optimizer", "sgdm", "sgd, adam, adamw"),
-    ("optim", "schedule", "linear", "constant, step, cosine, multiphase_warmup_cosine"),
-    ("data", "augment", "mosaic", "scale_jitter, ssd, resize"),
-    ("data", "format", "yolo", "synthetic, coco, voc, tfrecord"),
+    ("optim", "schedule", "linear", "constant, step, cosine, multiphase_warmup_cosine, mindspore_nasfpn"),
+    ("data", "augment", "mosaic", "scale_jitter, ssd, port_iou_crop, resize"),
+    ("data", "format", "yolo", "synthetic, coco, voc, tfrecord, mindrecord"),
 ])
 def test_bad_choice_fails_at_load_listing_the_allowed_values(tmp_path, capsys, section, key, value, allowed):
     path = _write(tmp_path, **{section: {key: value}})
@@ -79,3 +79,22 @@ def test_bad_model_fails_before_any_data_is_read(tmp_path, capsys, model, expect
     assert main(["train", str(path), "--output", str(tmp_path / "run"), "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no_such_data" not in err
+
+
+def test_config_choices_are_the_ones_the_code_implements():
+    """A choice added to the code but not to the config's Literal (or the reverse) fails here."""
+    from typing import get_args, get_type_hints
+
+    from scaledet.config import DataConfig, EvalConfig, OptimConfig, TrainConfig
+    from scaledet.data.factory import FORMATS
+    from scaledet.engine.schedules import SCHEDULES
+    from scaledet.engine.trainer import AMP_DTYPES
+    from scaledet.eval.voc import VOC_METRICS
+
+    def choices(cls, name):
+        return set(get_args(get_type_hints(cls)[name]))
+
+    assert choices(DataConfig, "format") == set(FORMATS)
+    assert choices(OptimConfig, "schedule") == set(SCHEDULES)
+    assert choices(TrainConfig, "amp") == set(AMP_DTYPES)
+    assert choices(EvalConfig, "voc_metric") == set(VOC_METRICS)

@@ -278,9 +278,9 @@ class VocEvaluator(Evaluator):
 
     ``ground_truth(image_id)`` gives an image's original-resolution ground truth (e.g.
     :meth:`scaledet.data.voc.VOCDetection.ground_truth`). mIoU is computed at the original image
-    resolution, as the reference protocol does (BLITZNET.md §5): the predicted label map arrives
-    resized to it, and the class mask is read from its file at that size. Images without a mask
-    add no pixels; with no pixel at all mIoU is NaN.
+    resolution, as the reference protocol does (docs/reference/BLITZNET.md §5): the predicted
+    label map arrives resized to it, and the class mask is read from its file at that size.
+    Images without a mask add no pixels; with no pixel at all mIoU is NaN.
     """
 
     def __init__(self, ground_truth: Callable[[int], VocGroundTruth], class_names: Sequence[str],

@@ -12,17 +12,12 @@ STD = (0.229, 0.224, 0.225)
 SIZE = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def coco_train(shared_data):
-    root = shared_data / "coco_tiny"
+def coco_train(coco_tiny):
+    root = coco_tiny
     return CocoDetection(root / "train2017", root / "annotations" / "instances_train2017.json")
 
 

@@ -2,6 +2,7 @@
 rank, automatic resume after a restart, and checkpoints that survive a kill mid-save."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -76,6 +77,16 @@ def _finish(proc: subprocess.Popen, timeout: float = 90) -> tuple[int, str]:
     return proc.returncode, output
 
 
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _metrics(path: Path) -> list[dict[str, float]]:
     with path.open() as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
@@ -138,16 +149,12 @@ def test_two_processes_equal_one_process_with_the_global_batch(tiny_config, tmp_
     assert len({d["image_id"] for d in ddp_dets}) == 8, "every validation image, from both shards"
     with (tmp_path / "ddp" / "eval.csv").open() as f:
         ddp_stats = {k: float(v) for k, v in list(csv.DictReader(f))[-1].items() if k != "step"}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         model = model_from_checkpoint(tmp_path / "ddp" / "last.pt", "cpu")
         evaluator = CocoEvaluator(single.bundle.val_annotations, single.bundle.label_to_category_id,
                                   results_path=tmp_path / "one_process_results.json")
         stats = evaluate_dataset(TorchPredictor(model, torch.device("cpu")), single.bundle.val, evaluator,
                                  batch_size=1).metrics
-    finally:
-        torch.set_num_threads(threads)
     one_dets = json.loads((tmp_path / "one_process_results.json").read_text())
     order = lambda d: (d["image_id"], -d["score"], d["bbox"])  # noqa: E731
     assert sorted(ddp_dets, key=order) == sorted(one_dets, key=order)
@@ -259,12 +266,8 @@ def test_voc_evaluation_in_two_processes_equals_one_process(shared_data, tmp_pat
     ddp = _torchrun("eval", str(tmp_path / "cfg.yaml"), "--checkpoint", str(tmp_path / "blitz.pt"), "--json",
                     "--device", "cpu")
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():  # as each torchrun process (OMP_NUM_THREADS=1): bit-identical per image
         single = evaluate_checkpoint(cfg, tmp_path / "blitz.pt", device=torch.device("cpu"), progress=False).to_json()
-    finally:
-        torch.set_num_threads(threads)
     code, output = _finish(ddp)
     assert code == 0, output[-3000:]
     printed = [line for line in output.splitlines() if line.startswith("{")]
