@@ -6,22 +6,28 @@ and pass them to detector constructors. Registering is the only thing done by na
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch.nn as nn
 
+from scaledet.errors import ModelArgumentError, UnknownModelError
+
+if TYPE_CHECKING:  # the detectors import this module to register themselves
+    from scaledet.models.detectors.base import Detector
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-# builder name -> the function its **kwargs are forwarded to (see register_model)
-_FORWARDS_TO: dict[str, Callable[..., object]] = {}
+# builder name -> the callables its **kwargs are forwarded to (see register_model)
+_FORWARDS_TO: dict[str, tuple[Callable[..., object], ...]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *,
-                   forwards_to: Callable[..., object] | None = None):
+                   forwards_to: Callable[..., object] | Sequence[Callable[..., object]] | None = None):
     """Register a builder, as ``@register_model`` or ``@register_model(forwards_to=other)``.
 
-    With ``forwards_to`` the builder takes ``**kwargs`` that it hands on to ``other``; the
-    keyword-only parameters of ``other`` then count as the builder's arguments too (its
-    positional parameters are what the builder itself supplies).
+    With ``forwards_to`` the builder takes ``**kwargs`` that it hands on to ``other`` (or to
+    several callables, e.g. a table row's dataclass and the assembling function); the
+    keyword-only parameters of each then count as the builder's arguments too (positional
+    parameters are what the builder itself supplies).
     """
 
     def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -33,7 +39,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *,
             raise TypeError(f"builder {name!r} uses forwards_to but takes no **kwargs")
         _BUILDERS[name] = builder
         if forwards_to is not None:
-            _FORWARDS_TO[name] = forwards_to
+            _FORWARDS_TO[name] = tuple(forwards_to) if isinstance(forwards_to, Sequence) else (forwards_to,)
         return builder
 
     return register if fn is None else register(fn)
@@ -53,7 +59,7 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     _ensure_loaded()
     if name not in _BUILDERS:
         known = ", ".join(sorted(_BUILDERS))
-        raise KeyError(f"unknown model {name!r}; known models: {known}")
+        raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
     return _BUILDERS[name]
 
 
@@ -63,23 +69,21 @@ def _keyword_names(fn: Callable[..., object], kinds: tuple[object, ...]) -> list
 
 def builder_arguments(name: str) -> list[str]:
     """The keyword arguments a model's builder accepts (for config validation and help):
-    its own, then those of the function it forwards ``**kwargs`` to, if any."""
+    its own, then those of the callables it forwards ``**kwargs`` to, in order, if any."""
     builder = model_builder(name)
-    own = _keyword_names(builder, (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
-    target = _FORWARDS_TO.get(name)
-    if target is None:
-        return own
-    forwarded = _keyword_names(target, (inspect.Parameter.KEYWORD_ONLY,))
-    return own + [n for n in forwarded if n not in own]
+    names = _keyword_names(builder, (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    for target in _FORWARDS_TO.get(name, ()):
+        names += [n for n in _keyword_names(target, (inspect.Parameter.KEYWORD_ONLY,)) if n not in names]
+    return names
 
 
-def create_model(name: str, **overrides) -> nn.Module:
+def create_model(name: str, **overrides) -> "Detector":
     """Build a registered model, e.g. ``create_model("retinanet_spinenet49s", num_classes=80)``."""
     builder = model_builder(name)
     allowed = builder_arguments(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise TypeError(
+        raise ModelArgumentError(
             f"model {name!r} got unknown argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
         )
     model = builder(**overrides)

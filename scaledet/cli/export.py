@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from scaledet.cli.common import new_parser
+from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet export --checkpoint runs/demo/best.pt --output model.onnx
   scaledet export --checkpoint runs/coco/last.pt --output model.onnx --image-size 640 --dynamic-batch
@@ -38,7 +39,7 @@ def add_parser(subparsers) -> None:
 def load_model(args):
     if args.checkpoint:
         if args.num_classes is not None:
-            raise ValueError("--num-classes only applies to --model; a checkpoint knows its classes")
+            raise UsageError("--num-classes only applies to --model; a checkpoint knows its classes")
         from scaledet.engine.inference import model_from_checkpoint
 
         return model_from_checkpoint(args.checkpoint, "cpu")
@@ -55,8 +56,8 @@ def run(args) -> int:
     image_size = args.image_size or model.default_image_size
     check_export_options(model, image_size, args.batch_size, args.opset)  # fail before the slow part
     if args.score_threshold is not None:
-        if not hasattr(model, "postprocessor"):
-            raise ValueError(f"{type(model).__name__} has no post-processor to set a score threshold on")
+        if model.postprocessor is None:
+            raise UsageError(f"{model.model_name} has no post-processor to set a score threshold on")
         model.postprocessor.score_threshold = args.score_threshold
     path = export_onnx(model, args.output, image_size=image_size, batch_size=args.batch_size,
                        dynamic_batch=args.dynamic_batch, opset=args.opset, fuse_bn=args.fuse_bn, verify=args.verify)

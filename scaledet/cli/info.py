@@ -40,13 +40,8 @@ def describe(name: str, image_size: int | None = None, num_classes: int | None =
     info = {"model": name, "image_size": size, "num_classes": model.num_classes, "params": count_params(model)}
     if count_mult_adds:
         info["macs"] = count_macs(model, size, device="meta")
-    if hasattr(model, "num_anchors"):
-        info["anchors"] = model.num_anchors(size, size)
-    elif hasattr(model, "anchor_generator"):
-        info["anchors"] = model.anchor_generator.num_anchors(size, size)
-    levels = getattr(model, "feature_info", None)
-    if levels:
-        info["levels"] = [{"level": f.level, "stride": f.stride, "channels": f.channels} for f in levels]
+    info["anchors"] = model.num_anchors(size, size)
+    info["levels"] = [{"level": f.level, "stride": f.stride, "channels": f.channels} for f in model.feature_info]
     return info
 
 
@@ -65,8 +60,7 @@ def run(args) -> int:
     print(f"input       {info['image_size']}x{info['image_size']}, {info['num_classes']} classes")
     print(f"params      {info['params']:,} ({info['params'] / 1e6:.2f} M)")
     print(f"mult-adds   {info['macs']:,} ({info['macs'] / 1e9:.2f} B)")
-    if "anchors" in info:
-        print(f"anchors     {info['anchors']:,}")
-    for lv in info.get("levels", []):
+    print(f"anchors     {info['anchors']:,}")
+    for lv in info["levels"]:
         print(f"  P{lv['level']}  stride {lv['stride']:>3}  channels {lv['channels']}")
     return 0

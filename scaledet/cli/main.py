@@ -1,24 +1,26 @@
 """``scaledet`` command line: one sub-command per module in this package.
 
 Every sub-command module exposes ``add_parser(subparsers)``, which registers its parser and sets
-``func(args) -> int``. Errors print one line and exit non-zero; ``--debug`` shows the traceback.
+``func(args) -> int``. A user error (:class:`scaledet.errors.ScaledetError`, or the operating
+system refusing a file) prints one line and exits 1; any other exception is a bug and prints
+its traceback and a line asking for a report, exit 1. ``--debug`` re-raises every error.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 
 import scaledet
+from scaledet.errors import ScaledetError
 
 SUBCOMMANDS = (
     "demo", "train", "eval", "eval_results", "predict", "info", "export", "benchmark", "convert",
     "convert_data", "configs",
 )
-
-
-class CliError(Exception):
-    """An error whose message is meant for the user as it is."""
+BUG_REPORT = ("scaledet {command}: internal error ({error}): this is a bug in scaledet {version}, not in "
+              "your input; please report it with the command line and the traceback above")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +61,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scaledet: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - the CLI's single error boundary
-        if getattr(args, "debug", False):
+    except (ScaledetError, OSError) as err:
+        # OSError: the system refused a file the user named (permission, disk, missing path)
+        if args.debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"scaledet {args.command}: error: {message}", file=sys.stderr)
+        print(f"scaledet {args.command}: error: {first_line(err)}", file=sys.stderr)
         return 1
+    except Exception as err:  # noqa: BLE001 - the CLI's single error boundary
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(BUG_REPORT.format(command=args.command, error=f"{type(err).__name__}: {first_line(err)}",
+                                version=scaledet.__version__), file=sys.stderr)
+        return 1
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 if __name__ == "__main__":

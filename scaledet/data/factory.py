@@ -7,6 +7,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from scaledet.config import DataConfig
+from scaledet.data.input_spec import InputSpec, eval_transform
 from scaledet.data.paths import resolve_data_paths
 
 FORMATS = ("synthetic", "coco", "voc", "tfrecord", "mindrecord")
@@ -22,13 +23,12 @@ class DataBundle:
     val_annotations: Path | None  # COCO ground truth of the validation split
 
     def set_transforms(self, cfg: DataConfig, model) -> None:
-        """Attach transforms once the model (its input size, normalisation, resize) is known."""
-        size, mean, std = model.default_image_size, model.pixel_mean, model.pixel_std
-        square = getattr(model, "resize_mode", "long_side") == "square"
+        """Attach transforms once the model, and so its ``input_spec``, is known."""
+        spec: InputSpec = model.input_spec
         if self.train is not None:
-            _base(self.train).transforms = _pick_train_transform(cfg, size, mean, std, square)
+            _base(self.train).transforms = train_transform(cfg, spec)
         if self.val is not None:
-            _base(self.val).transforms = eval_transform(size, mean, std, square)
+            _base(self.val).transforms = eval_transform(spec)
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -37,33 +37,24 @@ def _base(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def _pick_train_transform(cfg: DataConfig, image_size: int, mean, std, square: bool):
+def train_transform(cfg: DataConfig, spec: InputSpec):
+    """The training augmentation ``data.augment`` names, producing inputs as ``spec`` says."""
     if cfg.augment == "ssd":
         from scaledet.data.ssd_transforms import SSDTrainTransform
 
-        return SSDTrainTransform(image_size, mean, std)
+        return SSDTrainTransform(spec.image_size, spec.pixel_mean, spec.pixel_std)
     if cfg.augment == "port_iou_crop":  # the MindSpore NAS-FPN port's augmentation
         from scaledet.data.port_transforms import PortIoUCropTransform
 
-        return PortIoUCropTransform(image_size, mean, std)
+        return PortIoUCropTransform(spec.image_size, spec.pixel_mean, spec.pixel_std)
     if cfg.augment == "resize":  # no augmentation: the evaluation resize (overfitting checks)
-        return eval_transform(image_size, mean, std, square)
+        return eval_transform(spec)
     if cfg.augment == "scale_jitter":
         from scaledet.data.transforms import TrainTransform
 
-        return TrainTransform(image_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip, mean=mean, std=std)
+        return TrainTransform(spec.image_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip, mean=spec.pixel_mean,
+                              std=spec.pixel_std)
     raise ValueError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd, port_iou_crop, resize")
-
-
-def eval_transform(image_size: int, mean, std, square: bool):
-    """The evaluation resize: the long side to ``image_size`` (RetinaNet) or a square (SSD)."""
-    if square:
-        from scaledet.data.ssd_transforms import SSDEvalTransform
-
-        return SSDEvalTransform(image_size, mean, std)
-    from scaledet.data.transforms import EvalTransform
-
-    return EvalTransform(image_size, mean, std)
 
 
 def _require(value, key: str) -> str:

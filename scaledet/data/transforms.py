@@ -15,11 +15,10 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from scaledet.data.images import to_rgb_tensor
+from scaledet.data.input_spec import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainTransform", "EvalTransform", "MASK_IGNORE"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MASK_IGNORE = 255
 
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from scaledet.errors import CheckpointError
+
+__all__ = ["FORMAT", "CheckpointError", "save_atomic", "load_checkpoint", "capture_rng", "restore_rng"]
+
 FORMAT = "scaledet-checkpoint-v1"
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:

@@ -75,7 +75,7 @@ def write_predictions(predictor, images: Sequence[Path], output: str | Path, *, 
 
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = getattr(predictor, "class_names", None)
+    names = predictor.class_names
     records = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", disable=not progress, dynamic_ncols=True):
         chunk = images[start:start + batch_size]

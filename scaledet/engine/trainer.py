@@ -29,12 +29,14 @@ from scaledet.engine.distributed import (
 from scaledet.engine.sampling import ResumableSampler, SeededAugmentation
 from scaledet.engine.schedules import learning_rate
 from scaledet.eval.base import EvalResult
+from scaledet.errors import CheckpointError, TrainingError
+from scaledet.models.detectors.base import Detector
 from scaledet.registry import builder_arguments, create_model
 
 log = logging.getLogger("scaledet.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrainingError):
     pass
 
 
@@ -61,7 +63,8 @@ def injected_failure_from_env(rank: int) -> tuple[int | None, str]:
     return int(raw), mode
 
 
-def build_model_from_config(cfg: Config, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
+def build_model_from_config(cfg: Config, num_classes: int, class_names: list[str] | None = None,
+                            label_to_category_id: list[int] | None = None) -> Detector:
     args = dict(cfg.model.args)
     allowed = builder_arguments(cfg.model.name)
     if "num_classes" in allowed:
@@ -70,20 +73,26 @@ def build_model_from_config(cfg: Config, num_classes: int, class_names: list[str
         args["image_size"] = cfg.model.image_size
     model = create_model(cfg.model.name, **args)
     model.class_names = class_names
+    model.label_to_category_id = label_to_category_id
     if cfg.model.init_checkpoint:
         state = ckpt.load_checkpoint(cfg.model.init_checkpoint)
-        model.load_state_dict(state.get("ema") or state["model"])
+        try:
+            model.load_state_dict(state.get("ema") or state["model"])
+        except RuntimeError as err:  # shapes or keys that do not fit this model
+            raise CheckpointError(f"{cfg.model.init_checkpoint}: model.init_checkpoint does not fit "
+                                  f"{cfg.model.name}: {str(err).strip().splitlines()[0]}") from err
     return model
 
 
-def model_record(cfg: Config, num_classes: int, bundle: DataBundle) -> dict[str, Any]:
+def model_record(cfg: Config, model: Detector) -> dict[str, Any]:
     """What is needed to rebuild the model from a checkpoint alone."""
     args = dict(cfg.model.args)
-    args["num_classes"] = num_classes
+    args["num_classes"] = model.num_classes
     if cfg.model.image_size is not None:
         args["image_size"] = cfg.model.image_size
-    return {"model_name": cfg.model.name, "model_args": args, "class_names": list(bundle.class_names),
-            "label_to_category_id": list(bundle.label_to_category_id) if bundle.label_to_category_id else None}
+    labels = model.label_to_category_id
+    return {"model_name": cfg.model.name, "model_args": args, "input_spec": model.input_spec.to_dict(),
+            "class_names": list(model.class_names or []), "label_to_category_id": list(labels) if labels else None}
 
 
 def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
@@ -129,6 +138,7 @@ class Trainer:
             self.resume = True
         self.history: list[dict[str, float]] = []
         self.last_evaluation: EvalResult | None = None
+        self._tb = None  # TensorBoard writer, made by _writers on the main process
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -140,15 +150,14 @@ class Trainer:
             self.bundle.val = torch.utils.data.Subset(self.bundle.val,
                                                       range(min(cfg.eval.max_images, len(self.bundle.val))))
         num_classes = cfg.model.num_classes or len(self.bundle.class_names)
-        model = build_model_from_config(cfg, num_classes, self.bundle.class_names)
+        model = build_model_from_config(cfg, num_classes, self.bundle.class_names, self.bundle.label_to_category_id)
         self.image_size = model.default_image_size
         self.bundle.set_transforms(cfg.data, model)
-        self.record = model_record(cfg, num_classes, self.bundle)
+        self.record = model_record(cfg, model)
         if cfg.train.sync_bn and self.info.enabled:
             model = convert_sync_batchnorm(model, self.device)
-        criterion = getattr(model, "criterion", None)
-        if self.info.enabled and hasattr(criterion, "distribute_normalizer"):
-            criterion.distribute_normalizer(functools.partial(all_reduce_sum, info=self.info), self.info.world)
+        if self.info.enabled:
+            model.distribute_loss_normalizer(functools.partial(all_reduce_sum, info=self.info), self.info.world)
         model.to(self.device)
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -411,7 +420,7 @@ class Trainer:
             if new:
                 w.writeheader()
             w.writerow({"step": self.step, **stats})
-        if getattr(self, "_tb", None) is not None:
+        if self._tb is not None:
             for k, v in stats.items():
                 self._tb.add_scalar(f"eval/{k}", v, self.step)
 

@@ -22,6 +22,8 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import FrozenBatchNorm2d
 
+from scaledet.errors import UsageError
+from scaledet.models.detectors.base import Detector
 from scaledet.models.heads.retina_head import _Tower
 
 _BATCH_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
@@ -58,7 +60,9 @@ def _unshare_per_level_towers(model: nn.Module) -> int:
 
 
 def _example_input(model: nn.Module) -> torch.Tensor:
-    divisor = int(getattr(model, "size_divisor", 1) or 1)
+    if not isinstance(model, Detector):
+        raise UsageError(f"fuse_conv_bn needs an example_input for a {type(model).__name__} (not a Detector)")
+    divisor = model.input_spec.size_divisor
     size = math.ceil(128 / divisor) * divisor
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -107,8 +111,8 @@ def conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tuple[n
 def fuse_conv_bn(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
     """An eval-mode copy of ``model`` with BatchNorm folded into convolutions; ``model`` is untouched.
 
-    ``example_input`` is the batch used to discover the conv -> BatchNorm wiring (default: one
-    zero image of about 128 px, a multiple of the model's ``size_divisor``).
+    ``example_input`` is the batch used to discover the conv -> BatchNorm wiring (default, for a
+    Detector: one zero image of about 128 px, a multiple of its input spec's ``size_divisor``).
     """
     fused = copy.deepcopy(model).eval()
     fused.fused_towers = _unshare_per_level_towers(fused)

@@ -3,9 +3,10 @@
 Graph inputs: ``images float32 [B,3,H,W]`` (normalised and zero-padded at bottom/right, as
 ``collate`` makes them) and ``image_sizes int64 [B,2]`` (the valid ``(h, w)`` of each image).
 Outputs: ``boxes [B,K,4]``, ``scores [B,K]``, ``labels [B,K]`` (-1 = empty slot),
-``num_detections [B]`` and, for models that segment, ``mask [B,H,W]``. Everything the
-predictor needs (class names, pixel statistics, input size, resize mode) is stored in the
-file's ``metadata_props`` under ``scaledet.*`` keys.
+``num_detections [B]`` and, for models that segment (``has_mask``), ``mask [B,H,W]``.
+Everything the predictor needs (the model's input spec at the exported size, class names,
+label map) is stored in the file's ``metadata_props`` under ``scaledet.*`` keys, one key per
+input-spec field.
 
 Only the batch dimension can be left free: H = W = ``image_size`` are fixed, and values read
 from shapes while tracing (anchor grids, BlitzNet's padded input size) become constants.
@@ -31,7 +32,9 @@ import torch
 import torch.nn as nn
 
 import scaledet
+from scaledet.errors import ExportError
 from scaledet.export.fuse import fuse_conv_bn
+from scaledet.models.detectors.base import Detector
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 INPUT_NAMES = ("images", "image_sizes")
@@ -44,42 +47,33 @@ BOX_ATOL = 1e-3
 SCORE_ATOL = 1e-4
 MASK_AGREEMENT = 0.999
 
-
-class ExportError(RuntimeError):
-    """The requested export cannot be produced faithfully."""
+__all__ = ["ExportError", "DetectionGraph", "export_onnx", "export_metadata", "read_metadata", "check_export_options",
+           "compare_detections", "example_inputs", "torch_reference", "run_onnx", "ort_session", "verify_export"]
 
 
 class DetectionGraph(nn.Module):
     """``model.forward`` + ``model.postprocess`` with tensor inputs and a tuple of tensor outputs."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Detector):
         super().__init__()
         self.model = model
 
     def output_names(self) -> tuple[str, ...]:
-        return DETECTION_OUTPUTS + (("mask",) if has_mask(self.model) else ())
+        return DETECTION_OUTPUTS + (("mask",) if self.model.has_mask else ())
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
         post = self.model.postprocess(self.model(images), image_sizes)
         return tuple(post[name] for name in self.output_names())
 
 
-def has_mask(model: nn.Module) -> bool:
-    return hasattr(model, "seg_head")
-
-
-def model_name_of(model: nn.Module) -> str:
-    return str(getattr(model, "model_name", type(model).__name__))
-
-
-def check_export_options(model: nn.Module, image_size: int, batch_size: int, opset: int | None) -> int:
+def check_export_options(model: Detector, image_size: int, batch_size: int, opset: int | None) -> int:
     """Refuse what the graph could not honour; returns the opset to use."""
-    divisor = int(getattr(model, "size_divisor", 1) or 1)
+    divisor = model.input_spec.size_divisor
     if not isinstance(image_size, int) or image_size <= 0:
         raise ExportError(f"image size must be a positive integer, got {image_size!r}")
     if image_size % divisor:
         below, above = (image_size // divisor) * divisor, math.ceil(image_size / divisor) * divisor
-        raise ExportError(f"image size {image_size} is not a multiple of {model_name_of(model)}'s size divisor "
+        raise ExportError(f"image size {image_size} is not a multiple of {model.model_name}'s size divisor "
                           f"{divisor}; use {below or above} or {above}")
     if batch_size < 1:
         raise ExportError(f"batch size must be at least 1, got {batch_size}")
@@ -91,23 +85,19 @@ def check_export_options(model: nn.Module, image_size: int, batch_size: int, ops
     return opset
 
 
-def export_metadata(model: nn.Module, *, image_size: int, batch_size: int, dynamic_batch: bool, opset: int,
+def export_metadata(model: Detector, *, image_size: int, batch_size: int, dynamic_batch: bool, opset: int,
                     fused: bool) -> dict[str, str]:
-    post = getattr(model, "postprocessor", None)
+    post = model.postprocessor
     values = {
-        "model_name": model_name_of(model),
-        "class_names": getattr(model, "class_names", None),
+        "model_name": model.model_name,
+        "class_names": model.class_names,
         "num_classes": int(model.num_classes),
-        "image_size": image_size,
-        "pixel_mean": list(model.pixel_mean),
-        "pixel_std": list(model.pixel_std),
-        "size_divisor": int(getattr(model, "size_divisor", 1) or 1),
-        "resize_mode": getattr(model, "resize_mode", "long_side"),
+        **model.input_spec.with_image_size(image_size).to_dict(),
         "batch_size": None if dynamic_batch else batch_size,
-        "has_mask": has_mask(model),
-        "score_threshold": getattr(post, "score_threshold", None),
-        "max_detections": getattr(post, "max_detections", None),
-        "label_to_category_id": getattr(model, "label_to_category_id", None),
+        "has_mask": model.has_mask,
+        "score_threshold": None if post is None else post.score_threshold,
+        "max_detections": None if post is None else post.max_detections,
+        "label_to_category_id": model.label_to_category_id,
         "fused_batch_norm": fused,
         "opset": opset,
         "exporter": "torchscript",
@@ -169,7 +159,7 @@ def _match_detections(expected: dict, actual: dict, i: int, n: int, box_atol: fl
     return None
 
 
-def torch_reference(model: nn.Module, images: torch.Tensor, sizes: torch.Tensor) -> dict[str, np.ndarray]:
+def torch_reference(model: Detector, images: torch.Tensor, sizes: torch.Tensor) -> dict[str, np.ndarray]:
     graph = DetectionGraph(model).eval()
     with torch.inference_mode():
         outputs = graph(images, sizes)
@@ -193,7 +183,7 @@ def ort_session(path: str | Path, providers=None, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
 
 
-def verify_export(path: Path, model: nn.Module, image_size: int, batch_sizes: list[int]) -> None:
+def verify_export(path: Path, model: Detector, image_size: int, batch_sizes: list[int]) -> None:
     session = ort_session(path)
     for batch in batch_sizes:
         images, sizes = example_inputs(image_size, batch, seed=batch)
@@ -207,7 +197,7 @@ def verify_export(path: Path, model: nn.Module, image_size: int, batch_sizes: li
             raise ExportError(f"exported graph disagrees with PyTorch at batch {batch}: {problem}")
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, image_size: int, batch_size: int = 1,
+def export_onnx(model: Detector, path: str | Path, *, image_size: int, batch_size: int = 1,
                 dynamic_batch: bool = False, opset: int | None = None, fuse_bn: bool = True,
                 verify: bool = True) -> Path:
     """Write ``model`` (forward + post-processing) to ``path`` as ONNX for ``image_size`` squares.
@@ -235,7 +225,7 @@ def _on_cpu(model: nn.Module) -> bool:
     return all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
 
 
-def _export_and_check(reference: nn.Module, path: Path, *, image_size: int, batch_size: int, dynamic_batch: bool,
+def _export_and_check(reference: Detector, path: Path, *, image_size: int, batch_size: int, dynamic_batch: bool,
                       opset: int, fuse_bn: bool, verify: bool) -> None:
     graph_model = fuse_conv_bn(reference) if fuse_bn else reference
     graph = DetectionGraph(graph_model).eval()
@@ -264,6 +254,6 @@ def _export_and_check(reference: nn.Module, path: Path, *, image_size: int, batc
         except ExportError as err:
             path.unlink(missing_ok=True)
             if dynamic_batch and "at batch" in str(err) and f"batch {batch_size}:" not in str(err):
-                raise ExportError(f"{model_name_of(reference)} cannot be exported with a dynamic batch: {err}") \
+                raise ExportError(f"{reference.model_name} cannot be exported with a dynamic batch: {err}") \
                     from err
             raise

@@ -1,9 +1,10 @@
 """Run an exported scaledet ONNX file with ONNX Runtime behind ``Detector.predict``'s API.
 
-The file carries its own pre-processing facts (``scaledet.*`` metadata written by
-:func:`scaledet.export.onnx.export_onnx`), so nothing but the ``.onnx`` is needed. Images go
-through the same evaluation transform, ``collate`` and ``unpack_detections`` as the PyTorch
-path; the only difference is that every batch is padded to the exported (fixed) input size.
+The file carries its own pre-processing facts (the model's :class:`InputSpec` and the other
+``scaledet.*`` metadata written by :func:`scaledet.export.onnx.export_onnx`), so nothing but the
+``.onnx`` is needed. Images go through the same :func:`scaledet.data.prediction.predict_batches`
+as ``Detector.predict``; the only difference is that every batch is padded to the exported
+(fixed) input size.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any, Sequence
 
 import torch
 
-from scaledet.data.collate import collate
-from scaledet.engine.inference import _as_list, _decode, eval_transform_for, unpack_detections
+from scaledet.data.input_spec import InputSpec
+from scaledet.data.prediction import predict_batches
+from scaledet.errors import DataError, MissingFileError, UsageError
 from scaledet.export.onnx import ort_session, read_metadata
 
 REQUIRED_METADATA = ("image_size", "pixel_mean", "pixel_std", "size_divisor", "num_classes")
@@ -27,29 +29,30 @@ class OnnxPredictor:
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: ONNX model not found")
+            raise MissingFileError(f"{self.path}: ONNX model not found")
         try:
             self.session = ort_session(self.path, providers, threads)
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
-            raise ValueError(f"{self.path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from err
+            raise DataError(f"{self.path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from err
         meta = read_metadata(self.session.get_modelmeta().custom_metadata_map)
         missing = [key for key in REQUIRED_METADATA if key not in meta]
         if missing:
-            raise ValueError(f"{self.path}: not a scaledet export (metadata lacks {', '.join(missing)}); "
+            raise DataError(f"{self.path}: not a scaledet export (metadata lacks {', '.join(missing)}); "
                              f"write it with `scaledet export`")
         self.metadata = meta
         self.model_name: str = meta.get("model_name", self.path.stem)
         self.class_names: list[str] | None = meta.get("class_names")
         self.label_to_category_id = meta.get("label_to_category_id")
         self.num_classes = int(meta["num_classes"])
-        self.default_image_size = int(meta["image_size"])
-        self.pixel_mean = tuple(meta["pixel_mean"])
-        self.pixel_std = tuple(meta["pixel_std"])
-        self.size_divisor = int(meta["size_divisor"])
-        self.resize_mode = meta.get("resize_mode", "long_side")
+        self.input_spec = InputSpec.from_dict(meta, source=str(self.path))
+        self.has_mask = bool(meta.get("has_mask", False))
         self.fixed_batch: int | None = meta.get("batch_size")
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def default_image_size(self) -> int:
+        return self.input_spec.image_size
 
     def __repr__(self) -> str:
         batch = self.fixed_batch or "dynamic"
@@ -61,13 +64,13 @@ class OnnxPredictor:
         outputs = self.session.run(self.output_names, {name: feed[name] for name in self.input_names})
         return {name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)}
 
-    def _padded_batch(self, collated: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _padded_batch(self, images: torch.Tensor,
+                      image_sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.default_image_size
-        images = collated["images"]
         batch = self.fixed_batch or images.shape[0]
         full = images.new_zeros((batch, 3, size, size))
         full[: images.shape[0], :, : images.shape[2], : images.shape[3]] = images
-        sizes = torch.tensor([list(s) for s in collated["image_sizes"]] + [[size, size]] * (batch - images.shape[0]),
+        sizes = torch.tensor([list(s) for s in image_sizes] + [[size, size]] * (batch - images.shape[0]),
                              dtype=torch.int64)
         return full, sizes
 
@@ -75,16 +78,7 @@ class OnnxPredictor:
                 image_size: int | None = None, batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
         """Detect objects in paths, PIL images, numpy arrays or tensors; boxes in original pixels."""
         if image_size is not None and image_size != self.default_image_size:
-            raise ValueError(f"{self.path} was exported for {self.default_image_size} px inputs, not {image_size}; "
+            raise UsageError(f"{self.path} was exported for {self.default_image_size} px inputs, not {image_size}; "
                              f"re-export with `scaledet export --image-size {image_size}`")
-        items = _as_list(images)
-        step = self.fixed_batch or batch_size
-        transform = eval_transform_for(self)
-        results: list[dict[str, torch.Tensor]] = []
-        for start in range(0, len(items), step):
-            chunk = [transform(_decode(item)) for item in items[start:start + step]]
-            collated = collate(chunk, self.size_divisor)
-            batch, sizes = self._padded_batch(collated)
-            post = self.run(batch, sizes)
-            results.extend(unpack_detections(post, collated["targets"], collated["image_sizes"], score_threshold))
-        return results
+        return predict_batches(lambda batch, sizes: self.run(*self._padded_batch(batch, sizes)), self.input_spec,
+                               images, batch_size=self.fixed_batch or batch_size, score_threshold=score_threshold)

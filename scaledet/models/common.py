@@ -7,12 +7,14 @@ from that declaration and never from hard-coded channel counts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import Literal, Mapping, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from scaledet.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,25 @@ class NormSettings:
 
     def make(self, channels: int) -> nn.BatchNorm2d:
         return nn.BatchNorm2d(channels, momentum=self.momentum, eps=self.eps)
+
+
+# A builder's ``norm`` argument: settings, a mapping from a YAML config, or None for the default.
+NormLike = Union[NormSettings, Mapping[str, float], None]
+
+
+def norm_settings(norm: NormLike, default: NormSettings) -> NormSettings:
+    """The one place a builder's ``norm`` argument becomes :class:`NormSettings`: ``None`` is
+    ``default``; a mapping (``{momentum, eps}`` in PyTorch convention, as YAML gives it) is
+    converted; settings pass through."""
+    if norm is None:
+        return default
+    if isinstance(norm, NormSettings):
+        return norm
+    allowed = [f.name for f in fields(NormSettings)]
+    unknown = sorted(set(norm) - set(allowed))
+    if unknown:
+        raise UsageError(f"norm settings take {', '.join(allowed)}; got unknown {', '.join(unknown)}")
+    return NormSettings(**norm)
 
 
 # tensorflow/tpu RetinaNet defaults: decay 0.997, eps 1e-4 (docs/reference/SPINENET.md §1.16).

@@ -1,16 +1,15 @@
 """Target assignment and losses of RetinaNet, computed in fp32 outside the model."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from scaledet.ops.box_coder import BoxCoder
+from scaledet.ops.criterion import Criterion
 from scaledet.ops.losses import box_regression_loss, focal_loss_per_image
 from scaledet.ops.matcher import IGNORE, IoUMatcher
 
 
-class RetinaNetCriterion(torch.nn.Module):
+class RetinaNetCriterion(Criterion):
     """Focal classification loss + box regression loss.
 
     ``normalize``:
@@ -20,8 +19,7 @@ class RetinaNetCriterion(torch.nn.Module):
       images (torchvision ``RetinaNetHead``; pair with l1 and weight 1).
 
     Under DDP call :meth:`distribute_normalizer` so that ``"batch"`` normalises by the positives of
-    the global batch (as detectron2 and mmdet do); without it every process would divide by its own
-    count and the averaged gradient would not be that of the global batch.
+    the global batch (see :class:`~scaledet.ops.criterion.Criterion`).
     """
 
     def __init__(self, num_classes: int, box_coder: BoxCoder, matcher: IoUMatcher, *, focal_alpha: float = 0.25,
@@ -39,15 +37,6 @@ class RetinaNetCriterion(torch.nn.Module):
         self.box_loss_delta = box_loss_delta
         self.box_loss_weight = box_loss_weight
         self.normalize = normalize
-        self._sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._num_processes = 1
-
-    def distribute_normalizer(self, sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None,
-                              num_processes: int) -> None:
-        """Normalise by the positives of all processes' batches (``sum_over_processes`` is an
-        all-reduce sum); ``None`` restores the single-process behaviour."""
-        self._sum_over_processes = sum_over_processes
-        self._num_processes = num_processes if sum_over_processes is not None else 1
 
     @torch.no_grad()
     def assign(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
@@ -96,11 +85,8 @@ class RetinaNetCriterion(torch.nn.Module):
                                      self.focal_alpha, self.focal_gamma)  # [B]
         num_pos = positive.sum(dim=1).float()  # [B]
         if self.normalize == "batch":
-            norm = num_pos.sum() + 1.0
-            if self._sum_over_processes is not None:
-                # DDP averages gradients over processes, so each process divides by its share of
-                # the global normaliser: the average then equals the single-process global loss.
-                norm = (self._sum_over_processes(num_pos.sum().detach()) + 1.0) / self._num_processes
+            # under DDP each process divides by its share of the global normaliser
+            norm = (self.global_count(num_pos.sum()) + 1.0) / self.num_processes
             cls_loss = focal.sum() / norm
             box_loss = box_regression_loss(box_deltas[positive], box_target[positive], self.box_loss,
                                            self.box_loss_delta) / (norm * 4.0)

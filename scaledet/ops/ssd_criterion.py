@@ -14,12 +14,11 @@ no positives or no masks.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
 from scaledet.ops.box_coder import BoxCoder
+from scaledet.ops.criterion import Criterion
 from scaledet.ops.matcher import NEGATIVE, IoUMatcher
 
 MASK_IGNORE = 255
@@ -48,7 +47,11 @@ def downsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(mask[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
-class SSDCriterion(torch.nn.Module):
+class SSDCriterion(Criterion):
+    """Under DDP, :meth:`distribute_normalizer` divides by the positives (and valid pixels) of the
+    global batch (:class:`~scaledet.ops.criterion.Criterion`); hard negatives are still mined per
+    process, from its own batch."""
+
     def __init__(self, num_classes: int, box_coder: BoxCoder | None = None, matcher: IoUMatcher | None = None, *,
                  neg_pos_ratio: float = 3.0, seg_weight: float = 1.0, det_weight: float = 1.0):
         super().__init__()
@@ -58,22 +61,9 @@ class SSDCriterion(torch.nn.Module):
         self.neg_pos_ratio = neg_pos_ratio
         self.seg_weight = seg_weight
         self.det_weight = det_weight
-        self._sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._num_processes = 1
-
-    def distribute_normalizer(self, sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None,
-                              num_processes: int) -> None:
-        """Under DDP, divide by the positives (and valid pixels) of the global batch: gradients are
-        averaged over processes, so each process divides by its share of the global count.
-        Hard negatives are still mined per process, from its own batch."""
-        self._sum_over_processes = sum_over_processes
-        self._num_processes = num_processes
 
     def _normalizer(self, count: torch.Tensor) -> torch.Tensor:
-        if self._sum_over_processes is None:
-            return count.clamp(min=1).float()
-        total = self._sum_over_processes(count.detach().float())
-        return total.clamp(min=1) / self._num_processes
+        return self.global_count(count.float()).clamp(min=1) / self.num_processes
 
     @torch.no_grad()
     def targets(self, default_boxes: torch.Tensor, targets: list[dict], input_hw: tuple[int, int]):

@@ -1,27 +1,96 @@
-"""What every scaledet detector offers on top of its pure ``forward``."""
+"""What every scaledet detector declares and offers on top of its pure ``forward``
+(the whole contract: docs/CONTRACTS.md, "Detectors")."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from scaledet.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from scaledet.data.prediction import predict_batches
+from scaledet.models.common import FeatureInfo
+from scaledet.ops.criterion import Criterion
+
+__all__ = ["Detector", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 class Detector(nn.Module):
-    """Base class. Subclasses define ``forward`` (raw head tensors), ``loss(outputs, targets,
-    image_sizes)`` and ``postprocess(outputs, image_sizes)`` (see docs/CONTRACTS.md); this class
-    adds the torchvision-style ``predict``."""
+    """Base class of the detectors.
 
-    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
-    pixel_std: tuple[float, float, float] = IMAGENET_STD
-    size_divisor: int = 1
-    default_image_size: int = 512
+    Subclasses define ``forward`` (raw head tensors), :meth:`loss`, :meth:`postprocess`,
+    :meth:`num_anchors` and ``feature_info``, set ``num_classes``, and assign their ``criterion`` and
+    ``postprocessor`` modules after calling ``super().__init__(input_spec)``.
+
+    Attributes every detector has:
+
+    - ``input_spec`` (:class:`~scaledet.data.input_spec.InputSpec`): how images become input;
+      ``pixel_mean``, ``pixel_std``, ``size_divisor`` and ``default_image_size`` read it;
+    - ``num_classes``; ``has_mask`` (class attribute: ``postprocess`` also returns ``mask``);
+    - ``model_name``: the registered name (``create_model`` sets it; else the class name);
+    - ``class_names`` and ``label_to_category_id`` (label -> data set category id, e.g. COCO):
+      ``None`` until set; checkpoints store both;
+    - ``criterion`` (the loss module, ``None`` if the model cannot be trained) and
+      ``postprocessor`` (with settable ``score_threshold`` and ``max_detections``; ``None`` if
+      ``postprocess`` does its own).
+    """
+
+    has_mask: bool = False
     num_classes: int
-    class_names: list[str] | None = None
+
+    def __init__(self, input_spec: InputSpec | None = None):
+        super().__init__()
+        self.input_spec: InputSpec = input_spec or InputSpec(image_size=512)
+        self.model_name: str = type(self).__name__
+        self.class_names: list[str] | None = None
+        self.label_to_category_id: list[int] | None = None
+        self.criterion: Criterion | None = None
+        self.postprocessor: nn.Module | None = None
+
+    # ------------------------------------------------------------------ input spec, read-only views
+    @property
+    def pixel_mean(self) -> tuple[float, float, float]:
+        return self.input_spec.pixel_mean
+
+    @property
+    def pixel_std(self) -> tuple[float, float, float]:
+        return self.input_spec.pixel_std
+
+    @property
+    def size_divisor(self) -> int:
+        return self.input_spec.size_divisor
+
+    @property
+    def default_image_size(self) -> int:
+        return self.input_spec.image_size
+
+    # ------------------------------------------------------------------ what subclasses define
+    def loss(self, outputs: dict, targets: list[dict], image_sizes=None) -> dict[str, torch.Tensor]:
+        """Losses of ``forward``'s outputs in fp32; key ``loss`` is the total."""
+        raise TypeError(_undefined(self, "loss"))
+
+    def postprocess(self, outputs: dict, image_sizes) -> dict[str, torch.Tensor]:
+        """Fixed-size detections: ``boxes [B,K,4]``, ``scores [B,K]``, ``labels [B,K]`` (-1 in
+        empty slots), ``num_detections [B]`` and, when ``has_mask``, ``mask [B,H,W]``."""
+        raise TypeError(_undefined(self, "postprocess"))
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """The feature maps the heads see, ``(channels, stride)`` each, finest first."""
+        raise TypeError(_undefined(self, "feature_info"))
+
+    def num_anchors(self, height: int, width: int) -> int:
+        """How many anchors (default boxes) the outputs hold for one ``height x width`` input."""
+        raise TypeError(_undefined(self, "num_anchors"))
+
+    # ------------------------------------------------------------------ shared behaviour
+    def distribute_loss_normalizer(self, sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None,
+                                   num_processes: int) -> None:
+        """Under DDP: normalise the loss by counts summed over all processes' batches
+        (``sum_over_processes`` is an all-reduce sum); ``None`` restores the one-process loss."""
+        if self.criterion is not None:
+            self.criterion.distribute_normalizer(sum_over_processes, num_processes)
 
     @staticmethod
     def image_sizes_tensor(image_sizes, images: torch.Tensor) -> torch.Tensor:
@@ -46,7 +115,19 @@ class Detector(nn.Module):
     def predict(self, images: Any | Sequence[Any], *, score_threshold: float | None = None,
                 image_size: int | None = None, batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
         """Detect objects in paths, PIL images, numpy arrays or tensors; boxes in original pixels."""
-        from scaledet.engine.inference import predict_images
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
 
-        return predict_images(self, images, score_threshold=score_threshold, image_size=image_size,
-                              batch_size=batch_size)
+        def run(images: torch.Tensor, image_sizes: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+            return self.postprocess(self(images.to(device)), image_sizes)
+
+        try:
+            return predict_batches(run, self.input_spec.with_image_size(image_size), images,
+                                   batch_size=batch_size, score_threshold=score_threshold)
+        finally:
+            self.train(was_training)
+
+
+def _undefined(model: nn.Module, method: str) -> str:
+    return f"{type(model).__name__} does not define {method}(), which every Detector must (docs/CONTRACTS.md)"

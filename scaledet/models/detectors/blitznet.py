@@ -11,17 +11,19 @@ detection labels returned by ``postprocess`` are 0-based foreground labels like 
 """
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 import torch.nn as nn
 
+from scaledet.data.input_spec import InputSpec
 from scaledet.models.backbones.blitz_resnet import BLITZ_NORM, BlitzResNet, load_pretrained
-from scaledet.models.common import FeatureInfo, NormSettings
+from scaledet.models.common import FeatureInfo, NormLike, NormSettings, norm_settings
 from scaledet.models.detectors.base import Detector
 from scaledet.models.heads.seg_head import SegHead
 from scaledet.models.heads.ssd_head import SSDHead
 from scaledet.models.necks.blitz_streams import BlitzStreams
+from scaledet.models.recipes import apply_overrides
 from scaledet.ops.box_coder import BoxCoder
 from scaledet.ops.default_boxes import DefaultBoxes
 from scaledet.ops.matcher import IoUMatcher
@@ -36,11 +38,12 @@ BLITZNET_STD = (1 / 255, 1 / 255, 1 / 255)
 
 
 class BlitzNet(Detector):
+    has_mask = True  # the segmentation head's label map comes out as ``mask``
+
     def __init__(self, backbone: nn.Module, streams: BlitzStreams, det_head: SSDHead, seg_head: SegHead,
                  default_boxes: DefaultBoxes, criterion: SSDCriterion, postprocessor: SSDPostProcessor, *,
-                 num_classes: int, default_image_size: int, pixel_mean: tuple[float, float, float] = BLITZNET_MEAN,
-                 pixel_std: tuple[float, float, float] = BLITZNET_STD, class_names: list[str] | None = None):
-        super().__init__()
+                 num_classes: int, input_spec: InputSpec, class_names: list[str] | None = None):
+        super().__init__(input_spec)
         self.backbone = backbone
         self.streams = streams
         self.det_head = det_head
@@ -49,11 +52,6 @@ class BlitzNet(Detector):
         self.criterion = criterion
         self.postprocessor = postprocessor
         self.num_classes = num_classes
-        self.default_image_size = default_image_size
-        self.size_divisor = 1
-        self.resize_mode = "square"  # SSD-style: the whole image is resized to S x S
-        self.pixel_mean = tuple(pixel_mean)
-        self.pixel_std = tuple(pixel_std)
         self.class_names = class_names
         if len(streams.feature_info) != len(default_boxes.scales) - 1:
             raise ValueError(f"{len(streams.feature_info)} source maps but default boxes for "
@@ -107,7 +105,7 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
                    aspect_ratios: tuple[float, ...] = (2.0, 3.0), match_iou: float = 0.5,
                    neg_pos_ratio: float = 3.0, seg_weight: float = 1.0, score_threshold: float = 0.01,
                    pre_nms_topk: int = 400, nms_iou: float = 0.45, max_per_class: int | None = 50,
-                   max_detections: int = 200, norm: NormSettings | dict | None = None,
+                   max_detections: int = 200, norm: NormLike = None,
                    pixel_mean: tuple[float, float, float] = BLITZNET_MEAN,
                    pixel_std: tuple[float, float, float] = BLITZNET_STD,
                    class_names: list[str] | None = None) -> BlitzNet:
@@ -115,7 +113,7 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
 
     ``num_down_blocks`` None: 4 for inputs >= 512 (block5-8), else 3 (block5-7).
     ``anchor_scales`` None: the reference (smallest, min, max) for the number of source maps."""
-    norm = NormSettings(**norm) if isinstance(norm, dict) else (norm or BLITZ_NORM)
+    norm = norm_settings(norm, BLITZ_NORM)
     if num_down_blocks is None:
         num_down_blocks = 4 if image_size >= 512 else 3
     streams = BlitzStreams(backbone.feature_info, num_down_blocks=num_down_blocks, x4=x4, top_fm=top_fm,
@@ -129,44 +127,58 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
                              neg_pos_ratio=neg_pos_ratio, seg_weight=seg_weight)
     post = SSDPostProcessor(coder, score_threshold=score_threshold, pre_nms_topk=pre_nms_topk, nms_iou=nms_iou,
                             max_per_class=max_per_class, max_detections=max_detections)
+    # SSD-style: the whole image is resized to S x S, and S is the network input (divisor 1)
+    spec = InputSpec(image_size, pixel_mean, pixel_std, size_divisor=1, resize_mode="square")
     return BlitzNet(backbone, streams, det_head, seg_head, boxes, criterion, post, num_classes=num_classes,
-                    default_image_size=image_size, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                    class_names=class_names)
+                    input_spec=spec, class_names=class_names)
 
 
-def _resnet50(pretrained: str | Path | None, norm: NormSettings | dict | None) -> BlitzResNet:
-    norm = NormSettings(**norm) if isinstance(norm, dict) else (norm or BLITZ_NORM)
-    trunk = BlitzResNet((3, 4, 6, 3), (64, 128, 256, 512), norm=norm)
-    if pretrained is not None:
-        load_pretrained(trunk, pretrained)
-    return trunk
+@dataclass(frozen=True)
+class BlitzNetR50:
+    """Defaults of a BlitzNet on the reference ResNet-50 trunk; ``pretrained_backbone`` is a
+    local ImageNet ResNet-50 state dict; ``norm`` takes a mapping too."""
+
+    _: KW_ONLY
+    num_classes: int = 20
+    x4: bool
+    image_size: int
+    pretrained_backbone: str | None = None
+    norm: NormSettings = BLITZ_NORM
 
 
-@register_model(forwards_to=build_blitznet)
-def blitznet300_r50(*, num_classes: int = 20, x4: bool = True, image_size: int = 300,
-                    pretrained_backbone: str | None = None, norm: NormSettings | dict | None = None,
-                    **kwargs) -> BlitzNet:
-    """BlitzNet300 (x4): 45,390 default boxes; 78.5 VOC07 mAP published (07+12)."""
-    return build_blitznet(_resnet50(pretrained_backbone, norm), num_classes=num_classes, x4=x4,
-                          image_size=image_size, norm=norm, **kwargs)
+BLITZNET_R50S: dict[str, BlitzNetR50] = {
+    # BlitzNet300 (x4): 45,390 default boxes; 78.5 VOC07 mAP published (07+12)
+    "blitznet300_r50": BlitzNetR50(x4=True, image_size=300),
+    # BlitzNet512 (no x4): 32,766 default boxes; 80.7 VOC07 mAP published (07+12)
+    "blitznet512_r50": BlitzNetR50(x4=False, image_size=512),
+}
 
 
-@register_model(forwards_to=build_blitznet)
-def blitznet512_r50(*, num_classes: int = 20, x4: bool = False, image_size: int = 512,
-                    pretrained_backbone: str | None = None, norm: NormSettings | dict | None = None,
-                    **kwargs) -> BlitzNet:
-    """BlitzNet512 (no x4): 32,766 default boxes; 80.7 VOC07 mAP published (07+12)."""
-    return build_blitznet(_resnet50(pretrained_backbone, norm), num_classes=num_classes, x4=x4,
-                          image_size=image_size, norm=norm, **kwargs)
+def create_blitznet_r50(name: str, **overrides) -> BlitzNet:
+    recipe, kwargs = apply_overrides(BLITZNET_R50S[name], overrides)
+    trunk = BlitzResNet((3, 4, 6, 3), (64, 128, 256, 512), norm=recipe.norm)
+    if recipe.pretrained_backbone is not None:
+        load_pretrained(trunk, recipe.pretrained_backbone)
+    return build_blitznet(trunk, num_classes=recipe.num_classes, x4=recipe.x4, image_size=recipe.image_size,
+                          norm=recipe.norm, **kwargs)
+
+
+@register_model(forwards_to=(BlitzNetR50, build_blitznet))
+def blitznet300_r50(**kwargs) -> BlitzNet:
+    return create_blitznet_r50("blitznet300_r50", **kwargs)
+
+
+@register_model(forwards_to=(BlitzNetR50, build_blitznet))
+def blitznet512_r50(**kwargs) -> BlitzNet:
+    return create_blitznet_r50("blitznet512_r50", **kwargs)
 
 
 @register_model(forwards_to=build_blitznet)
 def blitznet_tiny(*, num_classes: int = 20, x4: bool = True, image_size: int = 128,
-                  norm: NormSettings | dict | None = None, top_fm: int = 64, down_channels: int = 128,
+                  norm: NormLike = None, top_fm: int = 64, down_channels: int = 128,
                   down_bottleneck: int = 32, seg_channels: int = 16, **kwargs) -> BlitzNet:
     """BlitzNet wiring with one narrow unit per trunk stage: a CPU-sized model for tests/demos."""
-    norm = NormSettings(**norm) if isinstance(norm, dict) else (norm or BLITZ_NORM)
-    trunk = BlitzResNet((1, 1, 1, 1), (8, 16, 24, 32), stem_channels=16, norm=norm)
+    trunk = BlitzResNet((1, 1, 1, 1), (8, 16, 24, 32), stem_channels=16, norm=norm_settings(norm, BLITZ_NORM))
     return build_blitznet(trunk, num_classes=num_classes, x4=x4, image_size=image_size, norm=norm, top_fm=top_fm,
                           down_channels=down_channels, down_bottleneck=down_bottleneck,
                           seg_channels=seg_channels, **kwargs)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from scaledet.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from scaledet.models.common import TPU_RETINANET_NORM, FeatureInfo, NormSettings, pad_to_multiple
-from scaledet.models.detectors.base import IMAGENET_MEAN, IMAGENET_STD, Detector
+from scaledet.models.detectors.base import Detector
 from scaledet.models.heads.retina_head import RetinaHead, flatten_level
 from scaledet.ops.anchors import AnchorGenerator
 from scaledet.ops.box_coder import BoxCoder
@@ -18,10 +19,8 @@ from scaledet.ops.retinanet_criterion import RetinaNetCriterion
 class RetinaNet(Detector):
     def __init__(self, backbone: nn.Module, neck: nn.Module | None, head: RetinaHead, anchors: AnchorGenerator,
                  criterion: RetinaNetCriterion, postprocessor: SigmoidPostProcessor, *, num_classes: int,
-                 default_image_size: int, size_divisor: int = 128,
-                 pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
-                 pixel_std: tuple[float, float, float] = IMAGENET_STD, class_names: list[str] | None = None):
-        super().__init__()
+                 input_spec: InputSpec, class_names: list[str] | None = None):
+        super().__init__(input_spec)
         self.backbone = backbone
         self.neck = neck
         self.head = head
@@ -29,10 +28,6 @@ class RetinaNet(Detector):
         self.criterion = criterion
         self.postprocessor = postprocessor
         self.num_classes = num_classes
-        self.default_image_size = default_image_size
-        self.size_divisor = size_divisor
-        self.pixel_mean = tuple(pixel_mean)
-        self.pixel_std = tuple(pixel_std)
         self.class_names = class_names
         features = (neck or backbone).feature_info
         if [f.stride for f in features] != list(anchors.strides):
@@ -42,6 +37,11 @@ class RetinaNet(Detector):
     @property
     def feature_info(self) -> list[FeatureInfo]:
         return (self.neck or self.backbone).feature_info
+
+    def num_anchors(self, height: int, width: int) -> int:
+        """Anchors of one ``height x width`` input, after ``forward`` pads it to the divisor."""
+        divisor = self.size_divisor
+        return self.anchor_generator.num_anchors(-(-height // divisor) * divisor, -(-width // divisor) * divisor)
 
     def forward(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         images = pad_to_multiple(images, self.size_divisor)
@@ -104,6 +104,6 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
         box_loss_weight=box_loss_weight, normalize=loss_normalize)
     post = SigmoidPostProcessor(coder, score_threshold=score_threshold, pre_nms_topk=pre_nms_topk,
                                 nms_iou=nms_iou, max_detections=max_detections)
-    return RetinaNet(backbone, neck, head, anchors, criterion, post, num_classes=num_classes,
-                     default_image_size=image_size, size_divisor=size_divisor, pixel_mean=pixel_mean,
-                     pixel_std=pixel_std, class_names=class_names)
+    spec = InputSpec(image_size, pixel_mean, pixel_std, size_divisor, resize_mode="long_side")
+    return RetinaNet(backbone, neck, head, anchors, criterion, post, num_classes=num_classes, input_spec=spec,
+                     class_names=class_names)

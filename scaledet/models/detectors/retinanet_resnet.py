@@ -4,16 +4,19 @@
 parts with identical parameters, so its weights convert one to one
 (:func:`scaledet.models.convert.convert_torchvision_retinanet`). The NAS-FPN models follow the
 tensorflow/tpu layout (docs/reference/NASFPN.md §2) with the TPU RetinaNet head and losses
-(docs/reference/SPINENET.md §1.14).
-Every builder forwards further keyword arguments to ``build_retinanet``.
+(docs/reference/SPINENET.md §1.14). Each model is one table row; every field of its row can be
+overridden through ``create_model``, and further keyword arguments go to ``build_retinanet``.
 """
 from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
 
 from scaledet.models.backbones.resnet import resnet
 from scaledet.models.common import TPU_RETINANET_NORM, NormSettings
 from scaledet.models.detectors.retinanet import RetinaNet, build_retinanet
 from scaledet.models.necks.fpn import FPN
 from scaledet.models.necks.nasfpn import NASFPN
+from scaledet.models.recipes import apply_overrides
 from scaledet.ops.anchors import AnchorGenerator
 from scaledet.registry import register_model
 
@@ -40,91 +43,116 @@ def torchvision_retinanet_anchors() -> AnchorGenerator:
                            ratio_is_h_over_w=True, round_base=True)
 
 
-def _norm(norm: NormSettings | dict | None, default: NormSettings) -> NormSettings:
-    if norm is None:
-        return default
-    return NormSettings(**norm) if isinstance(norm, dict) else norm
+@dataclass(frozen=True)
+class ResNetFPNRetinaNet:
+    """Defaults of a torchvision-style RetinaNet on ResNet + FPN: torchvision's for fine-tuning
+    from ImageNet (frozen BN, three trainable stages); ``frozen_bn=False, trainable_layers=5``
+    is its from-scratch configuration. ``pretrained`` is a local ImageNet ResNet state dict.
+    ``backbone_bn_eps=0.0`` reproduces torchvision with its COCO_V1 weights (it zeroes the
+    frozen BN eps when loading them); ``scaledet convert torchvision-retinanet`` records that.
+
+    ``image_size``: torchvision resizes the short side to 800 (long side <= 1333); our pipeline
+    sets the long side, and 1024 gives COCO's typical 4:3 images about torchvision's scale."""
+
+    depth: int
+    _: KW_ONLY
+    num_classes: int = 91
+    image_size: int = 1024
+    frozen_bn: bool = True
+    trainable_layers: int = 3
+    pretrained: str | None = None
+    backbone_bn_eps: float = 1e-5
+    fpn_extra_input: str = "p5"
 
 
-def _resnet_fpn(depth: int, args: dict) -> RetinaNet:
-    args = dict(args)
-    retina_kwargs = args.pop("retina_kwargs")
-    backbone = resnet(depth, frozen_bn=args.pop("frozen_bn"), norm=NormSettings(eps=args.pop("backbone_bn_eps")),
-                      trainable_layers=args.pop("trainable_layers"), pretrained=args.pop("pretrained"))
-    fpn_extra_input = args.pop("fpn_extra_input")
-    num_classes, image_size = args.pop("num_classes"), args.pop("image_size")
-    neck = FPN(backbone.feature_info, 256, extra_levels=2, extra_input=fpn_extra_input)
+RESNET_FPN_RETINANETS: dict[str, ResNetFPNRetinaNet] = {
+    # torchvision's retinanet_resnet50_fpn (36.4 AP COCO val2017 with its weights); class index =
+    # COCO category id, as torchvision
+    "retinanet_resnet50_fpn": ResNetFPNRetinaNet(50),
+    # the same with a ResNet-101 trunk (no torchvision weights exist for it)
+    "retinanet_resnet101_fpn": ResNetFPNRetinaNet(101),
+}
+
+
+def build_resnet_fpn_retinanet(recipe: ResNetFPNRetinaNet, **retina_kwargs) -> RetinaNet:
+    backbone = resnet(recipe.depth, frozen_bn=recipe.frozen_bn, norm=NormSettings(eps=recipe.backbone_bn_eps),
+                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained)
+    neck = FPN(backbone.feature_info, 256, extra_levels=2, extra_input=recipe.fpn_extra_input)
     kwargs = {**TORCHVISION_RETINANET_ARGS, **retina_kwargs}
     if not any(k in retina_kwargs for k in _ANCHOR_ARGS + ("anchor_generator",)):
         kwargs["anchor_generator"] = torchvision_retinanet_anchors()
-    return build_retinanet(backbone, neck, num_classes=num_classes, image_size=image_size, **kwargs)
+    return build_retinanet(backbone, neck, num_classes=recipe.num_classes, image_size=recipe.image_size, **kwargs)
 
 
-# image_size: torchvision resizes the short side to 800 (long side <= 1333); our pipeline sets the
-# long side, and 1024 gives COCO's typical 4:3 images about torchvision's scale (1024 x 768).
-
-@register_model(forwards_to=build_retinanet)
-def retinanet_resnet50_fpn(*, num_classes: int = 91, image_size: int = 1024, frozen_bn: bool = True,
-                           trainable_layers: int = 3, pretrained: str | None = None,
-                           backbone_bn_eps: float = 1e-5, fpn_extra_input: str = "p5",
-                           **retina_kwargs) -> RetinaNet:
-    """torchvision's ``retinanet_resnet50_fpn`` (36.4 AP COCO val2017 with its weights).
-
-    Defaults are torchvision's for fine-tuning from ImageNet (frozen BN, three trainable stages);
-    ``frozen_bn=False, trainable_layers=5`` is its from-scratch configuration. ``pretrained`` is a
-    local ImageNet ResNet-50 state dict. Class index = COCO category id, as torchvision.
-    ``backbone_bn_eps=0.0`` reproduces torchvision with its COCO_V1 weights (it zeroes the frozen
-    BN eps when loading them); ``scaledet convert torchvision-retinanet`` records that.
-    """
-    return _resnet_fpn(50, locals())
+def create_resnet_fpn_retinanet(name: str, **overrides) -> RetinaNet:
+    recipe, retina_kwargs = apply_overrides(RESNET_FPN_RETINANETS[name], overrides)
+    return build_resnet_fpn_retinanet(recipe, **retina_kwargs)
 
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_resnet101_fpn(*, num_classes: int = 91, image_size: int = 1024, frozen_bn: bool = True,
-                            trainable_layers: int = 3, pretrained: str | None = None,
-                            backbone_bn_eps: float = 1e-5, fpn_extra_input: str = "p5",
-                            **retina_kwargs) -> RetinaNet:
-    """``retinanet_resnet50_fpn`` with a ResNet-101 trunk (no torchvision weights exist for it)."""
-    return _resnet_fpn(101, locals())
+@register_model(forwards_to=(ResNetFPNRetinaNet, build_retinanet))
+def retinanet_resnet50_fpn(**kwargs) -> RetinaNet:
+    return create_resnet_fpn_retinanet("retinanet_resnet50_fpn", **kwargs)
 
 
-def _resnet_nasfpn(args: dict) -> RetinaNet:
-    args = dict(args)
-    retina_kwargs = args.pop("retina_kwargs")
-    norm = _norm(args.pop("norm"), TPU_RETINANET_NORM)
-    backbone = resnet(args.pop("depth"), frozen_bn=args.pop("frozen_bn"),
-                      norm=_norm(args.pop("backbone_norm"), NormSettings()),
-                      trainable_layers=args.pop("trainable_layers"), pretrained=args.pop("pretrained"))
-    width = args.pop("width")
-    neck = NASFPN(backbone.feature_info, width, args.pop("num_stacks"), attention=args.pop("attention"),
-                  extra_levels=args.pop("extra_levels"), norm=norm)
-    retina_kwargs.setdefault("head_norm_settings", norm)
-    head_width = args.pop("head_width") or width
-    return build_retinanet(backbone, neck, head_width=head_width, **args, **retina_kwargs)
+@register_model(forwards_to=(ResNetFPNRetinaNet, build_retinanet))
+def retinanet_resnet101_fpn(**kwargs) -> RetinaNet:
+    return create_resnet_fpn_retinanet("retinanet_resnet101_fpn", **kwargs)
 
 
-# NAS-FPN backbones train their BN (TPU trains from scratch, mmdetection unfreezes BN); the
-# backbone keeps PyTorch's BN eps so torchvision ImageNet weights load unchanged, the neck and
-# head use tensorflow/tpu's (decay 0.997, eps 1e-4).
+@dataclass(frozen=True)
+class ResNetNASFPNRetinaNet:
+    """Defaults of a RetinaNet on ResNet + NAS-FPN. The backbone trains its BN (TPU trains from
+    scratch, mmdetection unfreezes BN) and keeps PyTorch's BN eps (``backbone_norm``) so
+    torchvision ImageNet weights load unchanged; the neck and head use tensorflow/tpu's
+    (``norm``: decay 0.997, eps 1e-4). ``head_width`` None is the neck's ``width``."""
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_nasfpn_r50(*, num_classes: int = 91, image_size: int = 640, depth: int = 50, num_stacks: int = 7,
-                         width: int = 256, attention: str = "max_coarse", extra_levels: str = "pool",
-                         norm: NormSettings | dict | None = None, frozen_bn: bool = False,
-                         backbone_norm: NormSettings | dict | None = None, trainable_layers: int = 5,
-                         pretrained: str | None = None, head_width: int | None = None, head_convs: int = 4,
-                         anchor_size: float = 4.0, **retina_kwargs) -> RetinaNet:
-    """ResNet-50 + NAS-FPN 7@256 @640: 60.3M params / 140.6B multiply-adds (tpu model zoo)."""
-    return _resnet_nasfpn(locals())
+    _: KW_ONLY
+    num_classes: int = 91
+    image_size: int
+    depth: int = 50
+    num_stacks: int = 7
+    width: int
+    attention: str = "max_coarse"
+    extra_levels: str = "pool"
+    norm: NormSettings = TPU_RETINANET_NORM
+    frozen_bn: bool = False
+    backbone_norm: NormSettings = NormSettings()
+    trainable_layers: int = 5
+    pretrained: str | None = None
+    head_width: int | None = None
+    head_convs: int = 4
+    anchor_size: float = 4.0
 
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_nasfpn_r50_384(*, num_classes: int = 91, image_size: int = 1280, depth: int = 50,
-                             num_stacks: int = 7, width: int = 384, attention: str = "max_coarse",
-                             extra_levels: str = "pool", norm: NormSettings | dict | None = None,
-                             frozen_bn: bool = False, backbone_norm: NormSettings | dict | None = None,
-                             trainable_layers: int = 5, pretrained: str | None = None,
-                             head_width: int | None = None, head_convs: int = 4, anchor_size: float = 4.0,
-                             **retina_kwargs) -> RetinaNet:
-    """ResNet-50 + NAS-FPN 7@384 (head 384) @1280, the paper's 45.4 AP model (≈103.9M params)."""
-    return _resnet_nasfpn(locals())
+NASFPN_RETINANETS: dict[str, ResNetNASFPNRetinaNet] = {
+    # ResNet-50 + NAS-FPN 7@256 @640: 60.3M params / 140.6B multiply-adds (tpu model zoo)
+    "retinanet_nasfpn_r50": ResNetNASFPNRetinaNet(image_size=640, width=256),
+    # ResNet-50 + NAS-FPN 7@384 (head 384) @1280, the paper's 45.4 AP model (≈103.9M params)
+    "retinanet_nasfpn_r50_384": ResNetNASFPNRetinaNet(image_size=1280, width=384),
+}
+
+
+def build_resnet_nasfpn_retinanet(recipe: ResNetNASFPNRetinaNet, **retina_kwargs) -> RetinaNet:
+    backbone = resnet(recipe.depth, frozen_bn=recipe.frozen_bn, norm=recipe.backbone_norm,
+                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained)
+    neck = NASFPN(backbone.feature_info, recipe.width, recipe.num_stacks, attention=recipe.attention,
+                  extra_levels=recipe.extra_levels, norm=recipe.norm)
+    retina_kwargs.setdefault("head_norm_settings", recipe.norm)
+    return build_retinanet(backbone, neck, num_classes=recipe.num_classes, image_size=recipe.image_size,
+                           head_width=recipe.head_width or recipe.width, head_convs=recipe.head_convs,
+                           anchor_size=recipe.anchor_size, **retina_kwargs)
+
+
+def create_resnet_nasfpn_retinanet(name: str, **overrides) -> RetinaNet:
+    recipe, retina_kwargs = apply_overrides(NASFPN_RETINANETS[name], overrides)
+    return build_resnet_nasfpn_retinanet(recipe, **retina_kwargs)
+
+
+@register_model(forwards_to=(ResNetNASFPNRetinaNet, build_retinanet))
+def retinanet_nasfpn_r50(**kwargs) -> RetinaNet:
+    return create_resnet_nasfpn_retinanet("retinanet_nasfpn_r50", **kwargs)
+
+
+@register_model(forwards_to=(ResNetNASFPNRetinaNet, build_retinanet))
+def retinanet_nasfpn_r50_384(**kwargs) -> RetinaNet:
+    return create_resnet_nasfpn_retinanet("retinanet_nasfpn_r50_384", **kwargs)

@@ -1,131 +1,121 @@
-"""Registered RetinaNet + SpineNet models (docs/reference/SPINENET.md §1.10, §1.14-1.16).
+"""Registered RetinaNet + SpineNet models (docs/reference/SPINENET.md §1.10, §1.14-1.16), one table
+row each.
 
 Defaults follow the tensorflow/tpu yaml recipes ("protocol C": swish, stochastic depth 0.2,
 0.16 for SpineNet-143), the published head widths and anchor sizes, and 91 COCO classes so the
-parameter and FLOP counts match the paper. Every builder forwards unknown keyword arguments to
-``build_retinanet`` (loss, matching, post-processing, pixel statistics, ...).
+parameter and FLOP counts match the paper. Every field of :class:`SpineNetRetinaNet` can be
+overridden through ``create_model``; further keyword arguments go to ``build_retinanet`` (loss,
+matching, post-processing, pixel statistics, ...).
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import KW_ONLY, dataclass
 
 from scaledet.models.backbones.spinenet import spinenet
 from scaledet.models.common import TPU_RETINANET_NORM, NormSettings
 from scaledet.models.detectors.retinanet import RetinaNet, build_retinanet
+from scaledet.models.recipes import apply_overrides
 from scaledet.registry import register_model
-
-
-def _norm_settings(norm: NormSettings | dict | None) -> NormSettings:
-    if norm is None:
-        return TPU_RETINANET_NORM
-    if isinstance(norm, dict):  # from a YAML config: {momentum: ..., eps: ...} in PyTorch convention
-        return NormSettings(**norm)
-    return norm
-
 
 SHORT_RUN_NORM = NormSettings(momentum=0.1, eps=1e-3)
 
 
-def _assemble(variant: str, args: dict[str, Any]) -> RetinaNet:
-    """Builds the backbone from the SpineNet fields of ``args`` and hands the rest on."""
-    args = dict(args)
-    retina_kwargs = args.pop("retina_kwargs")
-    norm = _norm_settings(args.pop("norm"))
-    activation = args.pop("activation")
+@dataclass(frozen=True)
+class SpineNetRetinaNet:
+    """The defaults of one registered RetinaNet-SpineNet. ``filter_size_scale``,
+    ``resample_alpha`` and ``block_repeats`` = None keep the SpineNet variant's published value;
+    ``head_act`` None is ``activation``; ``norm`` (backbone and head BN) takes a mapping too."""
+
+    spinenet: str  # variant of backbones.spinenet.SCALING
+    _: KW_ONLY
+    num_classes: int = 91
+    image_size: int
+    activation: str = "swish"
+    drop_connect_rate: float = 0.2
+    endpoints_num_filters: int = 256
+    filter_size_scale: float | None = None
+    resample_alpha: float | None = None
+    block_repeats: int | None = None
+    endpoint_activation: bool = True
+    norm: NormSettings = TPU_RETINANET_NORM
+    head_width: int = 256
+    head_convs: int = 4
+    head_act: str | None = None
+    anchor_size: float = 3.0
+
+
+SPINENET_RETINANETS: dict[str, SpineNetRetinaNet] = {
+    # 12.0M params / 33.8B multiply-adds @640 published (41.5 AP test-dev). endpoints_num_filters=256
+    # reproduces them; the tpu code's 128 gives 11.3M / 30.8B.
+    "retinanet_spinenet49s": SpineNetRetinaNet("49S", image_size=640, head_width=128),
+    # 28.5M / 85.4B @640 (44.3 AP test-dev)
+    "retinanet_spinenet49": SpineNetRetinaNet("49", image_size=640),
+    # 43.0M / 265.4B @1024 (48.6 AP test-dev)
+    "retinanet_spinenet96": SpineNetRetinaNet("96", image_size=1024),
+    # 66.9M / 524.4B @1280 (50.7 AP test-dev)
+    "retinanet_spinenet143": SpineNetRetinaNet("143", image_size=1280, drop_connect_rate=0.16, anchor_size=4.0),
+    # 163.6M / 1885B @1280 (52.1 AP test-dev)
+    "retinanet_spinenet190": SpineNetRetinaNet("190", image_size=1280, endpoints_num_filters=512, head_width=512,
+                                               head_convs=7, anchor_size=4.0),
+    # SpineNet-49 wiring at quarter width with a 2x64 head: a CPU-sized model for demos/tests. BN
+    # running statistics use PyTorch's momentum 0.1: the TPU's 0.997 decay needs thousands of
+    # steps to settle, longer than the short runs this model is for.
+    "retinanet_spinenet49_tiny": SpineNetRetinaNet(
+        "49", image_size=256, activation="relu", drop_connect_rate=0.0, endpoints_num_filters=64,
+        filter_size_scale=0.25, head_width=64, head_convs=2, norm=SHORT_RUN_NORM),
+}
+
+
+def build_retinanet_spinenet(recipe: SpineNetRetinaNet, **retina_kwargs) -> RetinaNet:
+    """The SpineNet backbone of ``recipe`` under a RetinaNet head; ``retina_kwargs`` go to
+    :func:`build_retinanet`."""
     backbone = spinenet(
-        variant,
-        endpoints_num_filters=args.pop("endpoints_num_filters"),
-        filter_size_scale=args.pop("filter_size_scale"),
-        resample_alpha=args.pop("resample_alpha"),
-        block_repeats=args.pop("block_repeats"),
-        activation=activation,
-        drop_connect_rate=args.pop("drop_connect_rate"),
-        endpoint_activation=args.pop("endpoint_activation"),
-        norm=norm,
-    )
+        recipe.spinenet, endpoints_num_filters=recipe.endpoints_num_filters,
+        filter_size_scale=recipe.filter_size_scale, resample_alpha=recipe.resample_alpha,
+        block_repeats=recipe.block_repeats, activation=recipe.activation,
+        drop_connect_rate=recipe.drop_connect_rate, endpoint_activation=recipe.endpoint_activation,
+        norm=recipe.norm)
     # The tpu head uses the same activation and BN settings as the backbone unless told otherwise.
-    head_act = args.pop("head_act") or activation
-    retina_kwargs.setdefault("head_norm_settings", norm)
-    return build_retinanet(backbone, head_act=head_act, **args, **retina_kwargs)
+    retina_kwargs.setdefault("head_norm_settings", recipe.norm)
+    return build_retinanet(backbone, num_classes=recipe.num_classes, image_size=recipe.image_size,
+                           head_width=recipe.head_width, head_convs=recipe.head_convs,
+                           head_act=recipe.head_act or recipe.activation, anchor_size=recipe.anchor_size,
+                           **retina_kwargs)
 
 
-# Each builder spells out its arguments so create_model/config validation can list them.
-# filter_size_scale / resample_alpha / block_repeats = None keep the variant's published value.
-
-@register_model(forwards_to=build_retinanet)
-def retinanet_spinenet49s(*, num_classes: int = 91, image_size: int = 640, activation: str = "swish",
-                          drop_connect_rate: float = 0.2, endpoints_num_filters: int = 256,
-                          filter_size_scale: float | None = None, resample_alpha: float | None = None,
-                          block_repeats: int | None = None, endpoint_activation: bool = True,
-                          norm: NormSettings | dict | None = None, head_width: int = 128,
-                          head_convs: int = 4, head_act: str | None = None, anchor_size: float = 3.0,
-                          **retina_kwargs) -> RetinaNet:
-    """SpineNet-49S @640: 12.0M params / 33.8B multiply-adds published (paper, 41.5 AP test-dev).
-    ``endpoints_num_filters=256`` reproduces them; the tpu code's 128 gives 11.3M / 30.8B."""
-    return _assemble("49S", locals())
+def create_retinanet_spinenet(name: str, **overrides) -> RetinaNet:
+    recipe, retina_kwargs = apply_overrides(SPINENET_RETINANETS[name], overrides)
+    return build_retinanet_spinenet(recipe, **retina_kwargs)
 
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_spinenet49(*, num_classes: int = 91, image_size: int = 640, activation: str = "swish",
-                         drop_connect_rate: float = 0.2, endpoints_num_filters: int = 256,
-                         filter_size_scale: float | None = None, resample_alpha: float | None = None,
-                         block_repeats: int | None = None, endpoint_activation: bool = True,
-                         norm: NormSettings | dict | None = None, head_width: int = 256,
-                         head_convs: int = 4, head_act: str | None = None, anchor_size: float = 3.0,
-                         **retina_kwargs) -> RetinaNet:
-    """SpineNet-49 @640: 28.5M params / 85.4B multiply-adds published (44.3 AP test-dev)."""
-    return _assemble("49", locals())
+_ARGUMENTS = (SpineNetRetinaNet, build_retinanet)
 
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_spinenet96(*, num_classes: int = 91, image_size: int = 1024, activation: str = "swish",
-                         drop_connect_rate: float = 0.2, endpoints_num_filters: int = 256,
-                         filter_size_scale: float | None = None, resample_alpha: float | None = None,
-                         block_repeats: int | None = None, endpoint_activation: bool = True,
-                         norm: NormSettings | dict | None = None, head_width: int = 256,
-                         head_convs: int = 4, head_act: str | None = None, anchor_size: float = 3.0,
-                         **retina_kwargs) -> RetinaNet:
-    """SpineNet-96 @1024: 43.0M params / 265.4B multiply-adds published (48.6 AP test-dev)."""
-    return _assemble("96", locals())
+@register_model(forwards_to=_ARGUMENTS)
+def retinanet_spinenet49s(**kwargs) -> RetinaNet:
+    return create_retinanet_spinenet("retinanet_spinenet49s", **kwargs)
 
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_spinenet143(*, num_classes: int = 91, image_size: int = 1280, activation: str = "swish",
-                          drop_connect_rate: float = 0.16, endpoints_num_filters: int = 256,
-                          filter_size_scale: float | None = None, resample_alpha: float | None = None,
-                          block_repeats: int | None = None, endpoint_activation: bool = True,
-                          norm: NormSettings | dict | None = None, head_width: int = 256,
-                          head_convs: int = 4, head_act: str | None = None, anchor_size: float = 4.0,
-                          **retina_kwargs) -> RetinaNet:
-    """SpineNet-143 @1280: 66.9M params / 524.4B multiply-adds published (50.7 AP test-dev)."""
-    return _assemble("143", locals())
+@register_model(forwards_to=_ARGUMENTS)
+def retinanet_spinenet49(**kwargs) -> RetinaNet:
+    return create_retinanet_spinenet("retinanet_spinenet49", **kwargs)
 
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_spinenet190(*, num_classes: int = 91, image_size: int = 1280, activation: str = "swish",
-                          drop_connect_rate: float = 0.2, endpoints_num_filters: int = 512,
-                          filter_size_scale: float | None = None, resample_alpha: float | None = None,
-                          block_repeats: int | None = None, endpoint_activation: bool = True,
-                          norm: NormSettings | dict | None = None, head_width: int = 512,
-                          head_convs: int = 7, head_act: str | None = None, anchor_size: float = 4.0,
-                          **retina_kwargs) -> RetinaNet:
-    """SpineNet-190 @1280: 163.6M params / 1885B multiply-adds published (52.1 AP test-dev)."""
-    return _assemble("190", locals())
+@register_model(forwards_to=_ARGUMENTS)
+def retinanet_spinenet96(**kwargs) -> RetinaNet:
+    return create_retinanet_spinenet("retinanet_spinenet96", **kwargs)
 
 
-@register_model(forwards_to=build_retinanet)
-def retinanet_spinenet49_tiny(*, num_classes: int = 91, image_size: int = 256, activation: str = "relu",
-                              drop_connect_rate: float = 0.0, endpoints_num_filters: int = 64,
-                              filter_size_scale: float | None = 0.25, resample_alpha: float | None = None,
-                              block_repeats: int | None = None, endpoint_activation: bool = True,
-                              norm: NormSettings | dict | None = None, head_width: int = 64,
-                              head_convs: int = 2, head_act: str | None = None, anchor_size: float = 3.0,
-                              **retina_kwargs) -> RetinaNet:
-    """SpineNet-49 wiring at quarter width with a 2x64 head: a CPU-sized model for demos/tests.
+@register_model(forwards_to=_ARGUMENTS)
+def retinanet_spinenet143(**kwargs) -> RetinaNet:
+    return create_retinanet_spinenet("retinanet_spinenet143", **kwargs)
 
-    BN running statistics use PyTorch's momentum 0.1 by default: the TPU's 0.997 decay needs
-    thousands of steps to settle, longer than the short runs this model is for.
-    """
-    if norm is None:
-        norm = SHORT_RUN_NORM
-    return _assemble("49", locals())
+
+@register_model(forwards_to=_ARGUMENTS)
+def retinanet_spinenet190(**kwargs) -> RetinaNet:
+    return create_retinanet_spinenet("retinanet_spinenet190", **kwargs)
+
+
+@register_model(forwards_to=_ARGUMENTS)
+def retinanet_spinenet49_tiny(**kwargs) -> RetinaNet:
+    return create_retinanet_spinenet("retinanet_spinenet49_tiny", **kwargs)
