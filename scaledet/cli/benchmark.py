@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from scaledet.cli.common import new_parser
+from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet benchmark retinanet_spinenet49s --image-size 640 --iters 10
   scaledet benchmark retinanet_spinenet49s --backend onnxruntime --json
@@ -63,7 +64,7 @@ def run(args) -> int:
 
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError("--threads must be at least 1")
+            raise UsageError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     result = benchmark(args.model, image_size=args.image_size, batch=args.batch, backend=args.backend,

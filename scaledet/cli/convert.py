@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scaledet.errors import DataError
+
 EXAMPLE = """\
 example:
   # torchvision's COCO weights, saved once from a machine with internet access:
@@ -56,7 +58,7 @@ def run_torchvision_retinanet(args: argparse.Namespace) -> int:
         checkpoint = torchvision_retinanet_checkpoint(state, backbone_bn_eps=args.backbone_bn_eps)
     except (ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{args.input}: not a torchvision retinanet_resnet50_fpn state dict: {first}") from err
+        raise DataError(f"{args.input}: not a torchvision retinanet_resnet50_fpn state dict: {first}") from err
     args.output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, args.output)
     print(f"wrote {args.output}: retinanet_resnet50_fpn, {checkpoint['model_args']['num_classes']} classes, "

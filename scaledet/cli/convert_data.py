@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from scaledet.cli.main import add_common_arguments
+from scaledet.errors import UsageError
 
 _COCO_TO_TFRECORD_EXAMPLE = """\
 example:
@@ -50,7 +51,7 @@ def run_coco_to_tfrecord(args: argparse.Namespace) -> int:
     from scaledet.data.tfrecord import write_coco_tfrecords
 
     if args.shards < 1:
-        raise ValueError(f"--shards must be at least 1, got {args.shards}")
+        raise UsageError(f"--shards must be at least 1, got {args.shards}")
     paths = write_coco_tfrecords(args.images, args.annotations, args.output, args.shards,
                                  include_masks=args.include_masks)
     total = sum(p.stat().st_size for p in paths)

@@ -18,6 +18,7 @@ import torch
 
 from scaledet.data.images import ImageError, load_image
 from scaledet.data.base import RawThenTransform
+from scaledet.errors import DataError
 
 __all__ = ["AnnotationError", "CocoDetection", "read_coco_json"]
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
 
 
-class AnnotationError(ValueError):
+class AnnotationError(DataError):
     """A COCO annotation file that cannot be used as it is."""
 
 

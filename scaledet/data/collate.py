@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from scaledet.errors import UsageError
+
 __all__ = ["collate", "build_loader", "seed_worker"]
 
 
@@ -19,7 +21,7 @@ def _round_up(value: int, divisor: int) -> int:
 def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 128) -> dict[str, Any]:
     """``dict(images=[B,3,Hp,Wp], targets, image_sizes)``; zero padding at bottom/right."""
     if len(batch) == 0:
-        raise ValueError("collate got an empty batch")
+        raise UsageError("collate got an empty batch")
     images = [image for image, _ in batch]
     targets = [target for _, target in batch]
     image_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]

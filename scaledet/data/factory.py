@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, Subset
 from scaledet.config import DataConfig
 from scaledet.data.input_spec import InputSpec, eval_transform
 from scaledet.data.paths import resolve_data_paths
+from scaledet.errors import UsageError
 
 FORMATS = ("synthetic", "coco", "voc", "tfrecord", "mindrecord")
 DEFAULT_SYNTHETIC_ROOT = Path("scaledet_data") / "synthetic"
@@ -54,19 +55,19 @@ def train_transform(cfg: DataConfig, spec: InputSpec):
 
         return TrainTransform(spec.image_size, (cfg.scale_min, cfg.scale_max), hflip=cfg.hflip, mean=spec.pixel_mean,
                               std=spec.pixel_std)
-    raise ValueError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd, port_iou_crop, resize")
+    raise UsageError(f"unknown data.augment {cfg.augment!r}; allowed: scale_jitter, ssd, port_iou_crop, resize")
 
 
 def _require(value, key: str) -> str:
     if not value:
-        raise ValueError(f"data.{key} must be set for this data format")
+        raise UsageError(f"data.{key} must be set for this data format")
     return value
 
 
 def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> DataBundle:
     """Data sets without transforms; call ``DataBundle.set_transforms`` once the model exists."""
     if cfg.format not in FORMATS:
-        raise ValueError(f"unknown data.format {cfg.format!r}; allowed: {', '.join(FORMATS)}")
+        raise UsageError(f"unknown data.format {cfg.format!r}; allowed: {', '.join(FORMATS)}")
     cfg = resolve_data_paths(cfg, train=train, val=val)  # relative paths: under data.root
     train_tf = eval_tf = None
     if cfg.format in ("synthetic", "coco"):

@@ -14,12 +14,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from scaledet.errors import DataError
+
 __all__ = ["ImageError", "load_image", "pil_to_rgb", "to_rgb_tensor"]
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
-class ImageError(ValueError):
+class ImageError(DataError):
     """An image file that is missing, unreadable or of an unsupported layout."""
 
 

@@ -49,6 +49,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from scaledet.data.images import to_rgb_tensor
+from scaledet.errors import DataError, UsageError
 
 __all__ = ["SSDTrainTransform", "SSDEvalTransform", "photometric_distort", "sample_coverage_crop",
            "crop_keeping_centres", "BLITZNET_CROP_COVERAGES"]
@@ -128,9 +129,9 @@ class _SSDTransform:
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float],
                  antialias: bool) -> None:
         if int(size) <= 0:
-            raise ValueError(f"size must be positive, got {size}")
+            raise UsageError(f"size must be positive, got {size}")
         if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
+            raise UsageError(f"mean and std need 3 values (RGB), got {mean} and {std}")
         self.size = int(size)
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
@@ -151,7 +152,7 @@ class _SSDTransform:
         if mask is not None:
             mask = torch.as_tensor(mask)
             if mask.shape[-2:] != (height, width):
-                raise ValueError(f"{target.get('file_name', 'image')}: mask {tuple(mask.shape)} "
+                raise DataError(f"{target.get('file_name', 'image')}: mask {tuple(mask.shape)} "
                                  f"does not match image {height}x{width}")
             # Labels 0..C and 255 fit uint8; Mask kernels keep values (nearest, integer fill).
             mask = tv_tensors.Mask(mask.to(torch.uint8))
@@ -204,9 +205,9 @@ class SSDTrainTransform(_SSDTransform):
                  antialias: bool = False) -> None:
         super().__init__(size, mean, std, antialias)
         if crop not in CROP_MODES:
-            raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+            raise UsageError(f"crop must be one of {CROP_MODES}, got {crop!r}")
         if not 0 <= expand_mask_fill <= 255:
-            raise ValueError(f"expand_mask_fill must be a label in 0..255, got {expand_mask_fill}")
+            raise UsageError(f"expand_mask_fill must be a label in 0..255, got {expand_mask_fill}")
         self.photometric = photometric
         self.zoom_out = v2.RandomZoomOut(
             fill={tv_tensors.Image: [round(255 * m) for m in self.mean],

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from scaledet.errors import UsageError
+
 __all__ = ["SHAPE_NAMES", "SyntheticSpec", "SyntheticPaths", "make_synthetic_coco", "render_image"]
 
 SHAPE_NAMES = ("circle", "square", "triangle", "cross", "star")
@@ -43,13 +45,13 @@ class SyntheticSpec:
     def __post_init__(self) -> None:
         unknown = set(self.class_names) - set(SHAPE_NAMES)
         if unknown:
-            raise ValueError(f"unknown shapes {sorted(unknown)}; choose from {SHAPE_NAMES}")
+            raise UsageError(f"unknown shapes {sorted(unknown)}; choose from {SHAPE_NAMES}")
         if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError("need 1 <= min_objects <= max_objects")
+            raise UsageError("need 1 <= min_objects <= max_objects")
         if not 0 < self.min_size_frac <= self.max_size_frac <= 1:
-            raise ValueError("need 0 < min_size_frac <= max_size_frac <= 1")
+            raise UsageError("need 0 < min_size_frac <= max_size_frac <= 1")
         if self.image_format not in ("jpg", "png"):
-            raise ValueError(f"image_format must be 'jpg' or 'png', got {self.image_format!r}")
+            raise UsageError(f"image_format must be 'jpg' or 'png', got {self.image_format!r}")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def _unit_polygon(shape: str) -> np.ndarray:
         angles = -np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
         return np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
-    raise ValueError(f"unknown shape {shape!r}")
+    raise UsageError(f"unknown shape {shape!r}")
 
 
 _UNIT_POLYGONS = {name: _unit_polygon(name) for name in SHAPE_NAMES}
@@ -198,7 +200,7 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 256, num_val: i
     """
     spec = spec or SyntheticSpec()
     if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
+        raise UsageError(f"image_size must be at least 32, got {image_size}")
     root = Path(out_dir)
     paths = SyntheticPaths(root=root, train_images=root / "train", val_images=root / "val",
                            train_json=root / "annotations" / "instances_train.json",

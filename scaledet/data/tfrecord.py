@@ -33,6 +33,7 @@ from tfrecord.writer import TFRecordWriter
 from scaledet.data.coco import AnnotationError, CocoDetection, read_coco_json
 from scaledet.data.images import ImageError, pil_to_rgb
 from scaledet.data.base import RawThenTransform
+from scaledet.errors import DataError, UsageError
 
 __all__ = ["TFRecordDetection", "TFRecordError", "category_table_from_coco_json", "decode_image_bytes",
            "write_coco_tfrecords"]
@@ -45,7 +46,7 @@ _HEADER = struct.Struct("<QI")  # record length, masked crc32c of those 8 length
 _CRC = struct.Struct("<I")
 
 
-class TFRecordError(ValueError):
+class TFRecordError(DataError):
     """A TFRecord shard that is truncated, corrupt or holds an unusable example."""
 
 
@@ -212,7 +213,7 @@ def write_coco_tfrecords(images_dir: str | Path, annotations_json: str | Path, o
     ``area`` is the json's ``area`` field. ``include_masks`` adds one 0/1 PNG per object.
     """
     if num_shards < 1:
-        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+        raise UsageError(f"num_shards must be at least 1, got {num_shards}")
     dataset = CocoDetection(images_dir, annotations_json)
     extras = _extras_per_image(read_coco_json(annotations_json), dataset)
     out_prefix = Path(out_prefix)
@@ -301,12 +302,12 @@ class TFRecordDetection(RawThenTransform):
                 raise TFRecordError(f"{self.pattern}: no object in any record; pass label_to_category_id")
         self.label_to_category_id: list[int] = [int(c) for c in label_to_category_id]
         if len(set(self.label_to_category_id)) != len(self.label_to_category_id):
-            raise ValueError(f"label_to_category_id has duplicate ids: {self.label_to_category_id}")
+            raise DataError(f"label_to_category_id has duplicate ids: {self.label_to_category_id}")
         self.category_id_to_label: dict[int, int] = {
             cid: label for label, cid in enumerate(self.label_to_category_id)}
         if class_names is not None:
             if len(class_names) != len(self.label_to_category_id):
-                raise ValueError(f"{self.pattern}: {len(self.label_to_category_id)} categories but "
+                raise DataError(f"{self.pattern}: {len(self.label_to_category_id)} categories but "
                                  f"{len(class_names)} class_names were given")
             self.class_names = [str(n) for n in class_names]
         else:

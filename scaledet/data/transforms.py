@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as F
 
 from scaledet.data.images import to_rgb_tensor
 from scaledet.data.input_spec import IMAGENET_MEAN, IMAGENET_STD
+from scaledet.errors import UsageError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainTransform", "EvalTransform", "MASK_IGNORE"]
 
@@ -26,7 +27,7 @@ class _DetectionTransform:
     def __init__(self, output_size: int, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
         if output_size <= 0:
-            raise ValueError(f"output_size must be positive, got {output_size}")
+            raise UsageError(f"output_size must be positive, got {output_size}")
         self.output_size = int(output_size)
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
@@ -92,7 +93,7 @@ class TrainTransform(_DetectionTransform):
         super().__init__(output_size, mean, std)
         low, high = scale_range
         if not 0 < low <= high:
-            raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
+            raise UsageError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
         self.scale_range = (float(low), float(high))
         self.hflip = float(hflip)
 

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from scaledet.errors import UsageError
+
 # Bounds every collective; overridable because a slow rank-0 step (COCO evaluation of a large
 # validation set, saving a big checkpoint) must fit inside it while the other ranks wait.
 DEFAULT_TIMEOUT_S = 300.0
@@ -45,7 +47,7 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> Di
         try:
             timeout_s = float(raw)
         except ValueError:
-            raise ValueError(f"${TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+            raise UsageError(f"${TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = datetime.timedelta(seconds=timeout_s)
@@ -83,12 +85,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+            raise UsageError("--device cuda was asked for but no CUDA device is available")
         if name == "cuda" and "LOCAL_RANK" in os.environ:
             name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(torch.device(name))
     elif name != "cpu":
-        raise ValueError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
+        raise UsageError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
     return torch.device(name)
 
 

@@ -10,6 +10,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm import tqdm
 
 from scaledet.data.images import load_image
+from scaledet.errors import MissingFileError, UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -20,12 +21,12 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise FileNotFoundError(f"{item}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise MissingFileError(f"{item}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             images.extend(found)
         elif item.is_file():
             images.append(item)
         else:
-            raise FileNotFoundError(f"{item}: no such image file or folder")
+            raise MissingFileError(f"{item}: no such image file or folder")
     return images
 
 
@@ -34,12 +35,12 @@ def predictor_for(backend: str, *, checkpoint: str | None, onnx_model: str | Non
     """An object with ``predict(images, score_threshold=, image_size=, batch_size=)`` and ``class_names``."""
     if backend == "onnxruntime":
         if not onnx_model:
-            raise ValueError("--backend onnxruntime needs --model MODEL.onnx")
+            raise UsageError("--backend onnxruntime needs --model MODEL.onnx")
         from scaledet.export.onnx_predictor import OnnxPredictor
 
         return OnnxPredictor(onnx_model)
     if not checkpoint:
-        raise ValueError("--backend torch needs --checkpoint CKPT")
+        raise UsageError("--backend torch needs --checkpoint CKPT")
     from scaledet.engine.distributed import resolve_device
     from scaledet.engine.inference import model_from_checkpoint
 

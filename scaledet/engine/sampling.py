@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from scaledet.errors import UsageError
+
 
 class ResumableSampler(Sampler[int]):
     """Yields codes ``epoch * N + index`` for an endless stream of epochs, from ``start`` on.
@@ -23,7 +25,7 @@ class ResumableSampler(Sampler[int]):
     def __init__(self, dataset_len: int, *, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1,
                  start: int = 0):
         if dataset_len < world:
-            raise ValueError(f"data set has {dataset_len} items, fewer than the {world} processes")
+            raise UsageError(f"data set has {dataset_len} items, fewer than the {world} processes")
         self.n = dataset_len
         self.seed = seed
         self.shuffle = shuffle

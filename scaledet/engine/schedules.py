@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from scaledet.config import OptimConfig
+from scaledet.errors import UsageError
 
 SCHEDULES = ("constant", "step", "cosine", "multiphase_warmup_cosine", "mindspore_nasfpn")
 
@@ -16,7 +17,7 @@ PORT_PHASE_STARTS = (None, 1e-5, 1e-4, 1e-3, 1e-2)
 def learning_rate(cfg: OptimConfig, step: int, total_steps: int) -> float:
     """Learning rate for optimizer step ``step`` (0-based) of ``total_steps``."""
     if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        raise UsageError(f"unknown schedule {cfg.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     if cfg.schedule == "multiphase_warmup_cosine":
         return _multiphase(cfg, step, total_steps)
     if cfg.schedule == "mindspore_nasfpn":

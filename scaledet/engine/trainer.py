@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from scaledet.config import Config, check_model_arguments, save_config
 from scaledet.data.collate import build_loader
-from scaledet.data.factory import DataBundle, build_datasets
+from scaledet.data.factory import build_datasets
 from scaledet.engine import checkpoint as ckpt
 from scaledet.engine.distributed import (
     DistInfo, all_reduce_sum, barrier, convert_sync_batchnorm, gather_objects, init_distributed, resolve_device,
@@ -29,7 +29,7 @@ from scaledet.engine.distributed import (
 from scaledet.engine.sampling import ResumableSampler, SeededAugmentation
 from scaledet.engine.schedules import learning_rate
 from scaledet.eval.base import EvalResult
-from scaledet.errors import CheckpointError, TrainingError
+from scaledet.errors import CheckpointError, TrainingError, UsageError
 from scaledet.models.detectors.base import Detector
 from scaledet.registry import builder_arguments, create_model
 
@@ -59,7 +59,7 @@ def injected_failure_from_env(rank: int) -> tuple[int | None, str]:
         return None, "raise"
     mode = os.environ.get(FAIL_MODE_ENV, "raise")
     if mode not in ("raise", "kill"):
-        raise ValueError(f"${FAIL_MODE_ENV} must be raise or kill, got {mode!r}")
+        raise UsageError(f"${FAIL_MODE_ENV} must be raise or kill, got {mode!r}")
     return int(raw), mode
 
 
@@ -118,7 +118,7 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=o.lr)
     if o.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr)
-    raise ValueError(f"unknown optim.optimizer {o.optimizer!r}; allowed: sgd, adam, adamw")
+    raise UsageError(f"unknown optim.optimizer {o.optimizer!r}; allowed: sgd, adam, adamw")
 
 
 class Trainer:
@@ -165,9 +165,9 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg)
         self.amp_dtype = AMP_DTYPES.get(cfg.train.amp, "bad")
         if self.amp_dtype == "bad":
-            raise ValueError(f"unknown train.amp {cfg.train.amp!r}; allowed: none, bf16, fp16")
+            raise UsageError(f"unknown train.amp {cfg.train.amp!r}; allowed: none, bf16, fp16")
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
-            raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+            raise UsageError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         self.ema = None
         if cfg.train.ema_decay > 0:
@@ -185,7 +185,7 @@ class Trainer:
         elif cfg.train.max_epochs:
             self.total_steps = cfg.train.max_epochs * self.steps_per_epoch
         else:
-            raise ValueError("set train.total_steps or train.max_epochs")
+            raise UsageError("set train.total_steps or train.max_epochs")
         self.step = 0
         self.best = -math.inf
         self.best_stats: dict[str, float] | None = None
@@ -271,7 +271,7 @@ class Trainer:
             return
         key = self.cfg.train.keep_best
         if key not in stats:
-            raise ValueError(f"train.keep_best={key!r} is not an evaluation metric; have {', '.join(stats)}")
+            raise UsageError(f"train.keep_best={key!r} is not an evaluation metric; have {', '.join(stats)}")
         if stats[key] > self.best:
             self.best, self.best_stats = stats[key], dict(stats)
             self._save("best.pt")

@@ -70,7 +70,7 @@ def activation(name: str) -> nn.Module:
         return nn.ReLU(inplace=True)
     if name in ("swish", "silu"):
         return nn.SiLU(inplace=True)
-    raise ValueError(f"unknown activation {name!r}; allowed: relu, swish")
+    raise UsageError(f"unknown activation {name!r}; allowed: relu, swish")
 
 
 # How strided convs and max pools pad (docs/reference/TF_ARITHMETIC.md):

@@ -9,6 +9,8 @@ import re
 
 import torch
 
+from scaledet.errors import DataError
+
 
 CHECKPOINT_FORMAT = "scaledet-checkpoint-v1"
 TORCHVISION_NUM_ANCHORS = 9
@@ -50,17 +52,17 @@ def convert_torchvision_retinanet(state_dict: dict[str, torch.Tensor]) -> dict[s
     for key, value in state_dict.items():
         new = _rename(key)
         if new is None:
-            raise ValueError(f"key {key!r} is not part of torchvision's retinanet_resnet50_fpn")
+            raise DataError(f"key {key!r} is not part of torchvision's retinanet_resnet50_fpn")
         out[new] = value
     if "head.cls_tower.predictor.weight" not in out:
-        raise ValueError("no classification head (head.classification_head.cls_logits.weight) in the state dict")
+        raise DataError("no classification head (head.classification_head.cls_logits.weight) in the state dict")
     return out
 
 
 def torchvision_retinanet_num_classes(state_dict: dict[str, torch.Tensor]) -> int:
     outputs = state_dict["head.classification_head.cls_logits.weight"].shape[0]
     if outputs % TORCHVISION_NUM_ANCHORS:
-        raise ValueError(f"classification head has {outputs} outputs, not a multiple of 9 anchors")
+        raise DataError(f"classification head has {outputs} outputs, not a multiple of 9 anchors")
     return outputs // TORCHVISION_NUM_ANCHORS
 
 

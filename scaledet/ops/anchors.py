@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from scaledet.errors import UsageError
+
 
 class AnchorGenerator:
     """Anchors in absolute xyxy pixels, flattened per level in (y, x, anchor) order.
@@ -24,7 +26,7 @@ class AnchorGenerator:
                  center_offset: float = 0.5, scale_major: bool = True, ratio_is_h_over_w: bool = False,
                  round_base: bool = False):
         if len(strides) != len(sizes) or len({len(s) for s in sizes}) != 1:
-            raise ValueError("need one list of sizes per stride, all of the same length")
+            raise UsageError("need one list of sizes per stride, all of the same length")
         self.strides = tuple(int(s) for s in strides)
         self.sizes = tuple(tuple(float(x) for x in level) for level in sizes)
         self.aspect_ratios = tuple(float(a) for a in aspect_ratios)

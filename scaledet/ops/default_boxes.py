@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from scaledet.errors import UsageError
+
 # (smallest, min, max) scale per number of source maps; reproduces the reference configs:
 # 6 maps = 300 no-x4, 7 = 300 x4 and 512 no-x4, 8 = 512 x4.
 BLITZNET_SCALES: dict[int, tuple[float, float, float]] = {
@@ -24,7 +26,7 @@ def scale_schedule(num_layers: int, smallest: float, min_scale: float, max_scale
     """``num_layers + 1`` scales: ``smallest`` for the finest map, evenly spaced ``min..max``
     for the others, and one more step past ``max`` as the last map's "next" scale."""
     if num_layers < 3:
-        raise ValueError(f"the BlitzNet scale schedule needs at least 3 maps, got {num_layers}")
+        raise UsageError(f"the BlitzNet scale schedule needs at least 3 maps, got {num_layers}")
     step = (max_scale - min_scale) / (num_layers - 2)
     return [smallest] + [min_scale + i * step for i in range(num_layers - 1)] + [max_scale + step]
 
@@ -43,7 +45,7 @@ class DefaultBoxes:
                  aspect_ratios: Sequence[float] = (2.0, 3.0)) -> "DefaultBoxes":
         if scales is None:
             if num_layers not in BLITZNET_SCALES:
-                raise ValueError(f"no reference BlitzNet scales for {num_layers} source maps; pass "
+                raise UsageError(f"no reference BlitzNet scales for {num_layers} source maps; pass "
                                  f"(smallest, min, max) explicitly")
             scales = BLITZNET_SCALES[num_layers]
         return cls(scale_schedule(num_layers, *scales), aspect_ratios)
@@ -69,7 +71,7 @@ class DefaultBoxes:
         """``[N, 4]`` normalised xyxy boxes for maps of the given (h, w), finest first."""
         sizes = tuple((int(h), int(w)) for h, w in feature_sizes)
         if len(sizes) != len(self.scales) - 1:
-            raise ValueError(f"default boxes were set up for {len(self.scales) - 1} maps, got {len(sizes)}")
+            raise UsageError(f"default boxes were set up for {len(self.scales) - 1} maps, got {len(sizes)}")
         key = (sizes, str(device))
         if key not in self._cache:
             out = []

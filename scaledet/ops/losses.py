@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from scaledet.errors import UsageError
+
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
                        gamma: float = 2.0) -> torch.Tensor:
@@ -36,7 +38,7 @@ def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, del
         return F.smooth_l1_loss(pred, target, beta=delta, reduction="sum")
     if kind == "l1":
         return F.l1_loss(pred, target, reduction="sum")
-    raise ValueError(f"unknown box loss {kind!r}; allowed: huber, smooth_l1, l1")
+    raise UsageError(f"unknown box loss {kind!r}; allowed: huber, smooth_l1, l1")
 
 
 def focal_loss_per_image(logits: torch.Tensor, valid: torch.Tensor, pos_image: torch.Tensor, pos_anchor: torch.Tensor,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou
 
+from scaledet.errors import UsageError
+
 NEGATIVE = -1
 IGNORE = -2
 
@@ -25,9 +27,9 @@ class IoUMatcher:
     def __init__(self, positive_threshold: float = 0.5, negative_threshold: float = 0.5,
                  low_quality: str | None = "force_best_anchor", crowd_ioa: float = 0.5):
         if negative_threshold > positive_threshold:
-            raise ValueError("negative_threshold must not exceed positive_threshold")
+            raise UsageError("negative_threshold must not exceed positive_threshold")
         if low_quality not in (None, "force_best_anchor", "ties_keep_argmax"):
-            raise ValueError(f"unknown low_quality mode {low_quality!r}")
+            raise UsageError(f"unknown low_quality mode {low_quality!r}")
         self.positive_threshold = positive_threshold
         self.negative_threshold = negative_threshold
         self.low_quality = low_quality

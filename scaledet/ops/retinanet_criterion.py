@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from scaledet.errors import UsageError
 from scaledet.ops.box_coder import BoxCoder
 from scaledet.ops.criterion import Criterion
 from scaledet.ops.losses import box_regression_loss, focal_loss_per_image
@@ -27,7 +28,7 @@ class RetinaNetCriterion(Criterion):
                  box_loss_weight: float = 50.0, normalize: str = "batch"):
         super().__init__()
         if normalize not in ("batch", "per_image"):
-            raise ValueError(f"unknown normalize {normalize!r}; allowed: batch, per_image")
+            raise UsageError(f"unknown normalize {normalize!r}; allowed: batch, per_image")
         self.num_classes = num_classes
         self.box_coder = box_coder
         self.matcher = matcher

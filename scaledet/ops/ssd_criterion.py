@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from scaledet.errors import UsageError
 from scaledet.ops.box_coder import BoxCoder
 from scaledet.ops.criterion import Criterion
 from scaledet.ops.matcher import NEGATIVE, IoUMatcher
@@ -96,7 +97,7 @@ class SSDCriterion(Criterion):
                 targets: list[dict], input_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
         """``loc [B, A, 4]``, ``conf [B, A, C+1]``, ``seg [B, C+1, h, w]``, ``default_boxes [A, 4]``."""
         if conf.shape[1] != default_boxes.shape[0]:
-            raise ValueError(f"{conf.shape[1]} box predictions but {default_boxes.shape[0]} default boxes "
+            raise UsageError(f"{conf.shape[1]} box predictions but {default_boxes.shape[0]} default boxes "
                              f"for input size {tuple(input_hw)}")
         with torch.autocast(device_type=conf.device.type, enabled=False):
             cls_loss, loc_loss, num_pos = self.detection_losses(loc.float(), conf.float(), default_boxes.float(),

@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from scaledet.errors import UsageError
+
 BACKENDS = ("torch", "compile", "onnxruntime")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -158,16 +160,16 @@ def benchmark(model_name: str, *, image_size: int | None = None, batch: int = 1,
     from scaledet.utils.flops import count_macs, count_params
 
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend == "onnxruntime" and (train or amp or device != "cpu"):
-        raise ValueError("--backend onnxruntime measures CPU fp32 inference only (no --train, --amp or cuda)")
+        raise UsageError("--backend onnxruntime measures CPU fp32 inference only (no --train, --amp or cuda)")
     if amp is not None and amp not in AMP_DTYPES:
-        raise ValueError(f"unknown --amp {amp!r}; allowed: {', '.join(AMP_DTYPES)}")
+        raise UsageError(f"unknown --amp {amp!r}; allowed: {', '.join(AMP_DTYPES)}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for but no CUDA device is available")
+        raise UsageError("--device cuda asked for but no CUDA device is available")
     if iters < 1 or warmup < 0 or batch < 1:
-        raise ValueError("need --iters >= 1, --warmup >= 0 and --batch >= 1")
+        raise UsageError("need --iters >= 1, --warmup >= 0 and --batch >= 1")
     rss_start = rss_mb()
     torch.manual_seed(seed)
     model = create_model(model_name, **(model_kwargs or {})).eval()

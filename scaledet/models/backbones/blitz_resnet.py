@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaledet.errors import DataError, UsageError
 from scaledet.models.common import FeatureInfo, NormSettings
 from scaledet.models.weights import load_state_dict_file
 
@@ -117,7 +118,7 @@ class BlitzResNet(nn.Module):
                  stem_channels: int = 64, expansion: int = 4, norm: NormSettings = BLITZ_NORM):
         super().__init__()
         if len(depths) != 4 or len(widths) != 4:
-            raise ValueError(f"BlitzResNet needs 4 stage depths and widths, got {list(depths)} / {list(widths)}")
+            raise UsageError(f"BlitzResNet needs 4 stage depths and widths, got {list(depths)} / {list(widths)}")
         self.conv1 = nn.Conv2d(3, stem_channels, 7, 2, padding=3, bias=False)
         self.bn1 = norm.make(stem_channels)
         self.relu = nn.ReLU(inplace=True)
@@ -149,7 +150,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatch
-        raise ValueError(f"{path}: weights do not fit the backbone: {err}") from None
+        raise DataError(f"{path}: weights do not fit the backbone: {err}") from None
     if result.missing_keys:
         logger.warning("%s: %d backbone keys missing from the file, e.g. %s", path, len(result.missing_keys),
                        result.missing_keys[:5])

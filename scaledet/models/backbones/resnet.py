@@ -24,6 +24,7 @@ import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
 
+from scaledet.errors import UsageError
 from scaledet.models.common import Conv2dSame, FeatureInfo, NormSettings, Padding, check_padding, max_pool2d
 from scaledet.models.weights import load_state_dict_file
 
@@ -67,12 +68,12 @@ class ResNetBackbone(ResNet):
                  zero_init_residual: bool = False, padding: Padding = "symmetric",
                  width_multiplier: float = 1.0):
         if block not in _BLOCKS:
-            raise ValueError(f"unknown ResNet block {block!r}; allowed: {', '.join(_BLOCKS)}")
+            raise UsageError(f"unknown ResNet block {block!r}; allowed: {', '.join(_BLOCKS)}")
         if not 0 <= trainable_layers <= 5:
-            raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+            raise UsageError(f"trainable_layers must be in 0..5, got {trainable_layers}")
         check_padding(padding, "ResNet")
         if not 0 < width_multiplier <= 1 or int(64 * width_multiplier) < 1:
-            raise ValueError(f"ResNet: width_multiplier must be in (0, 1] with int(64 * m) >= 1, "
+            raise UsageError(f"ResNet: width_multiplier must be in (0, 1] with int(64 * m) >= 1, "
                              f"got {width_multiplier}")
         self.width_multiplier = width_multiplier
         norm = norm or NormSettings()
@@ -153,6 +154,6 @@ class ResNetBackbone(ResNet):
 def resnet(depth: int = 50, **kwargs) -> ResNetBackbone:
     """ResNet-18/34/50/101/152 backbone; keyword arguments as :class:`ResNetBackbone`."""
     if depth not in DEPTHS:
-        raise ValueError(f"unsupported ResNet depth {depth}; allowed: {sorted(DEPTHS)}")
+        raise UsageError(f"unsupported ResNet depth {depth}; allowed: {sorted(DEPTHS)}")
     block, layers = DEPTHS[depth]
     return ResNetBackbone(block, layers, **kwargs)

@@ -25,6 +25,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn as nn
 
+from scaledet.errors import UsageError
 from scaledet.models.common import (
     TPU_RETINANET_NORM,
     ConvNormAct,
@@ -252,9 +253,9 @@ class SpineNet(nn.Module):
         if downsample_pools not in ("one", "repeated"):
             raise ValueError(f"SpineNet: unknown downsample_pools {downsample_pools!r}; allowed: one, repeated")
         if block_repeats < 1:
-            raise ValueError(f"SpineNet: block_repeats must be >= 1, got {block_repeats}")
+            raise UsageError(f"SpineNet: block_repeats must be >= 1, got {block_repeats}")
         if not 0.0 <= drop_connect_rate < 1.0:
-            raise ValueError(f"SpineNet: drop_connect_rate must be in [0, 1), got {drop_connect_rate}")
+            raise UsageError(f"SpineNet: drop_connect_rate must be in [0, 1), got {drop_connect_rate}")
         act = activation  # the argument shadows common.activation inside this method
         self.activation = act
 
@@ -282,7 +283,7 @@ class SpineNet(nn.Module):
         for k, spec in enumerate(block_specs):
             index = k + 2
             if any(not 0 <= p < index for p in spec.parents):
-                raise ValueError(f"SpineNet: block {index} has parents {spec.parents}; "
+                raise UsageError(f"SpineNet: block {index} has parents {spec.parents}; "
                                  f"parents must be earlier blocks (0..{index - 1})")
             target = _Node(spec.level, spec.block_type, width(spec.level))
             resamples = [Resample(nodes[p], target, resample_alpha, norm=norm, act=act, **tf_options)
@@ -313,7 +314,7 @@ class SpineNet(nn.Module):
         for level in range(self.min_level, self.max_level + 1):
             outputs = [k + 2 for k, s in enumerate(block_specs) if s.is_output and s.level == level]
             if len(outputs) != 1:
-                raise ValueError(f"SpineNet: the block specs must have exactly one output block at "
+                raise UsageError(f"SpineNet: the block specs must have exactly one output block at "
                                  f"level {level}, found {len(outputs)}")
             self.output_indices.append(outputs[0])
             endpoints.append(ConvNormAct(nodes[outputs[0]].channels, endpoints_num_filters, 1,
@@ -328,7 +329,7 @@ class SpineNet(nn.Module):
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             h, w = x.shape[-2:]
             if h % self.size_divisor or w % self.size_divisor:
-                raise ValueError(f"SpineNet: input height and width must be multiples of "
+                raise UsageError(f"SpineNet: input height and width must be multiples of "
                                  f"{self.size_divisor}, got {h}x{w}; pad the images first")
         x = self.stem(x)
         features: list[torch.Tensor] = []
@@ -345,7 +346,7 @@ def spinenet(variant: str, **overrides) -> SpineNet:
     any scaling field (endpoints_num_filters, filter_size_scale, resample_alpha, block_repeats)
     or set other SpineNet arguments (activation, drop_connect_rate, norm, ...)."""
     if variant not in SCALING:
-        raise ValueError(f"unknown SpineNet variant {variant!r}; known: {', '.join(SCALING)} "
+        raise UsageError(f"unknown SpineNet variant {variant!r}; known: {', '.join(SCALING)} "
                          "(the mobile MBConv SpineNets are not implemented)")
     # A scaling field given as None keeps the variant's value.
     scaling_fields = {name: value for name in SpineNetScaling.__dataclass_fields__

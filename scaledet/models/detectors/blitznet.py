@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from scaledet.data.input_spec import InputSpec
+from scaledet.errors import UsageError
 from scaledet.models.backbones.blitz_resnet import BLITZ_NORM, BlitzResNet, load_pretrained
 from scaledet.models.common import FeatureInfo, NormLike, NormSettings, norm_settings
 from scaledet.models.detectors.base import Detector
@@ -54,7 +55,7 @@ class BlitzNet(Detector):
         self.num_classes = num_classes
         self.class_names = class_names
         if len(streams.feature_info) != len(default_boxes.scales) - 1:
-            raise ValueError(f"{len(streams.feature_info)} source maps but default boxes for "
+            raise UsageError(f"{len(streams.feature_info)} source maps but default boxes for "
                              f"{len(default_boxes.scales) - 1}")
 
     @property
@@ -92,7 +93,7 @@ class BlitzNet(Detector):
         conf = outputs["conf"]
         anchors = self.anchors(input_hw, conf.device)
         if anchors.shape[0] != conf.shape[1]:
-            raise ValueError(f"{conf.shape[1]} box predictions but {anchors.shape[0]} default boxes for input "
+            raise UsageError(f"{conf.shape[1]} box predictions but {anchors.shape[0]} default boxes for input "
                              f"size {input_hw}; pass the image_sizes the model was run on")
         sizes = None if image_sizes is None else self.image_sizes_tensor(image_sizes, conf).reshape(-1, 2)
         return self.postprocessor(outputs["loc"], conf, anchors, input_hw, sizes, outputs.get("seg"))

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from scaledet.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from scaledet.errors import UsageError
 from scaledet.models.common import TPU_RETINANET_NORM, FeatureInfo, NormSettings, pad_to_multiple
 from scaledet.models.detectors.base import Detector
 from scaledet.models.heads.retina_head import RetinaHead, flatten_level
@@ -31,7 +32,7 @@ class RetinaNet(Detector):
         self.class_names = class_names
         features = (neck or backbone).feature_info
         if [f.stride for f in features] != list(anchors.strides):
-            raise ValueError(f"anchor strides {anchors.strides} do not match feature strides "
+            raise UsageError(f"anchor strides {anchors.strides} do not match feature strides "
                              f"{[f.stride for f in features]}")
 
     @property

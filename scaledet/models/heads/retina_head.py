@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
+from scaledet.errors import UsageError
 from scaledet.models.common import TPU_RETINANET_NORM, FeatureInfo, NormSettings, activation
 
 
@@ -26,7 +27,7 @@ class _Tower(nn.Module):
         elif norm == "none":
             self.norms = None
         else:
-            raise ValueError(f"unknown head norm {norm!r}; allowed: per_level_bn, gn, none")
+            raise UsageError(f"unknown head norm {norm!r}; allowed: per_level_bn, gn, none")
         self.act = activation(act)
         self.predictor = nn.Conv2d(width, outputs, 3, padding=1, bias=True)
         for conv in self.convs:
@@ -58,7 +59,7 @@ class RetinaHead(nn.Module):
         super().__init__()
         channels = {f.channels for f in in_features}
         if len(channels) != 1:
-            raise ValueError(f"RetinaHead shares convs across levels and needs equal channels, got {channels}")
+            raise UsageError(f"RetinaHead shares convs across levels and needs equal channels, got {channels}")
         cin = channels.pop()
         self.num_classes = num_classes
         self.num_anchors = num_anchors

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaledet.errors import UsageError
 from scaledet.models.common import FeatureInfo
 
 
@@ -24,7 +25,7 @@ class SegHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.reduce):
-            raise ValueError(f"SegHead built for {len(self.reduce)} sources, got {len(features)}")
+            raise UsageError(f"SegHead built for {len(self.reduce)} sources, got {len(features)}")
         size = features[0].shape[-2:]
         # PyTorch "nearest" picks floor(i * in / out), the same pixel as TF1's legacy resize.
         maps = [F.interpolate(F.relu(conv(x)), size=size, mode="nearest") for conv, x in zip(self.reduce, features)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from scaledet.errors import UsageError
 from scaledet.models.backbones.blitz_resnet import variance_scaling_
 from scaledet.models.common import FeatureInfo
 
@@ -32,7 +33,7 @@ class SSDHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if len(features) != len(self.loc):
-            raise ValueError(f"SSDHead built for {len(self.loc)} sources, got {len(features)}")
+            raise UsageError(f"SSDHead built for {len(self.loc)} sources, got {len(features)}")
         loc = [flatten_nhwc(conv(x), 4) for conv, x in zip(self.loc, features)]
         conf = [flatten_nhwc(conv(x), self.num_outputs) for conv, x in zip(self.conf, features)]
         return torch.cat(loc, dim=1), torch.cat(conf, dim=1)

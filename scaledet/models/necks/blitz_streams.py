@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaledet.errors import UsageError
 from scaledet.models.backbones.blitz_resnet import BLITZ_NORM, init_trunk_weights, make_stage
 from scaledet.models.common import FeatureInfo, NormSettings
 
@@ -59,10 +60,10 @@ class BlitzStreams(nn.Module):
                  units_per_block: int = 2, norm: NormSettings = BLITZ_NORM):
         super().__init__()
         if [f.stride for f in in_features] != [4, 8, 16, 32]:
-            raise ValueError(f"BlitzStreams expects trunk strides [4, 8, 16, 32], "
+            raise UsageError(f"BlitzStreams expects trunk strides [4, 8, 16, 32], "
                              f"got {[f.stride for f in in_features]}")
         if num_down_blocks < 2:
-            raise ValueError(f"num_down_blocks must be >= 2, got {num_down_blocks}")
+            raise UsageError(f"num_down_blocks must be >= 2, got {num_down_blocks}")
         self.x4 = x4
         cin = in_features[-1].channels
         self.down = nn.ModuleList()

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaledet.errors import UsageError
 from scaledet.models.common import FeatureInfo
 
 
@@ -35,10 +36,10 @@ class FPN(nn.Module):
                  extra_input: Literal["p5", "c5"] = "p5"):
         super().__init__()
         if extra_input not in ("p5", "c5"):
-            raise ValueError(f"unknown extra_input {extra_input!r}; allowed: p5, c5")
+            raise UsageError(f"unknown extra_input {extra_input!r}; allowed: p5, c5")
         strides = [f.stride for f in in_features]
         if any(b != 2 * a for a, b in zip(strides, strides[1:])):
-            raise ValueError(f"FPN needs inputs whose strides double level to level, got {strides}")
+            raise UsageError(f"FPN needs inputs whose strides double level to level, got {strides}")
         self.extra_input = extra_input
         self.lateral_convs = nn.ModuleList(_conv(f.channels, out_channels, 1) for f in in_features)
         self.output_convs = nn.ModuleList(_conv(out_channels, out_channels, 3) for _ in in_features)

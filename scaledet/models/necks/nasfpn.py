@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaledet.errors import UsageError
 from scaledet.models.common import TPU_RETINANET_NORM, FeatureInfo, NormSettings
 
 
@@ -78,12 +79,12 @@ def plan_cells(cells: Sequence[MergingCell], input_levels: Sequence[int]) -> tup
     for k, cell in enumerate(cells):
         for i in cell.inputs:
             if not 0 <= i < len(levels):
-                raise ValueError(f"cell {k} reads node {i}, but only nodes 0..{len(levels) - 1} exist")
+                raise UsageError(f"cell {k} reads node {i}, but only nodes 0..{len(levels) - 1} exist")
             consumers[i] += 1
         if cell.level not in input_levels:
-            raise ValueError(f"cell {k} outputs level {cell.level}, outside the pyramid {list(input_levels)}")
+            raise UsageError(f"cell {k} outputs level {cell.level}, outside the pyramid {list(input_levels)}")
         if cell.op not in ("sum", "attention"):
-            raise ValueError(f"cell {k}: unknown op {cell.op!r}; allowed: sum, attention")
+            raise UsageError(f"cell {k}: unknown op {cell.op!r}; allowed: sum, attention")
         extra: list[int] = []
         if cell.is_output:
             for j, (lvl, used) in enumerate(zip(levels, consumers)):
@@ -98,7 +99,7 @@ def plan_cells(cells: Sequence[MergingCell], input_levels: Sequence[int]) -> tup
     outputs = {cell.level: first + k for k, cell in enumerate(cells) if cell.is_output}
     missing = sorted(set(input_levels) - set(outputs))
     if missing:
-        raise ValueError(f"the cell table outputs no node for level(s) {missing}")
+        raise UsageError(f"the cell table outputs no node for level(s) {missing}")
     return nodes, outputs
 
 
@@ -122,7 +123,7 @@ def global_attention(x0: torch.Tensor, level0: int, x1: torch.Tensor, level1: in
         return coarse + fine * torch.sigmoid(coarse.amax(dim=(2, 3), keepdim=True))
     if kind == "avg_fine":
         return fine + coarse * torch.sigmoid(fine.mean(dim=(2, 3), keepdim=True))
-    raise ValueError(f"unknown attention {kind!r}; allowed: max_coarse, avg_fine")
+    raise UsageError(f"unknown attention {kind!r}; allowed: max_coarse, avg_fine")
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, norm: NormSettings) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
@@ -186,14 +187,14 @@ class NASFPN(nn.Module):
                  norm: NormSettings = TPU_RETINANET_NORM, cell_input_width: int | None = None):
         super().__init__()
         if attention not in ("max_coarse", "avg_fine"):
-            raise ValueError(f"unknown attention {attention!r}; allowed: max_coarse, avg_fine")
+            raise UsageError(f"unknown attention {attention!r}; allowed: max_coarse, avg_fine")
         if extra_levels not in ("pool", "conv_pool"):
-            raise ValueError(f"unknown extra_levels {extra_levels!r}; allowed: pool, conv_pool")
+            raise UsageError(f"unknown extra_levels {extra_levels!r}; allowed: pool, conv_pool")
         if num_stacks < 1:
-            raise ValueError(f"num_stacks must be >= 1, got {num_stacks}")
+            raise UsageError(f"num_stacks must be >= 1, got {num_stacks}")
         in_levels = [f.level for f in in_features]
         if in_levels != list(range(in_levels[0], in_levels[0] + len(in_levels))):
-            raise ValueError(f"NAS-FPN needs consecutive input levels, got {in_levels}")
+            raise UsageError(f"NAS-FPN needs consecutive input levels, got {in_levels}")
         levels = list(range(in_levels[0], max_level + 1))
         self.projections = nn.ModuleList(self._projection(f.channels, width, norm) for f in in_features)
         num_extra = max_level - in_levels[-1]
