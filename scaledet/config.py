@@ -19,13 +19,14 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from scaledet.configs import resolve_config
+from scaledet.errors import UsageError
 from scaledet.eval.metric_names import METRIC_NAMES
 
 # Any metric an evaluator reports; which ones are allowed depends on eval.metric (checked in Config).
 _METRIC_NAME = Literal[tuple(name for names in METRIC_NAMES.values() for name in names)]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     pass
 
 

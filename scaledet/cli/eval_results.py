@@ -5,6 +5,7 @@ import argparse
 import json
 
 from scaledet.cli.common import new_parser
+from scaledet.errors import DataError, UsageError
 
 _COCO_EXAMPLE = """\
   scaledet eval-results coco \\
@@ -83,14 +84,14 @@ def run_voc(args: argparse.Namespace) -> int:
                                    read_voc_annotations, read_voc_detections)
 
     if not 0.0 <= args.iou < 1.0:
-        raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
+        raise UsageError(f"--iou must be in [0, 1), got {args.iou}")
     classes = (tuple(c.strip() for c in args.classes.split(",") if c.strip())
                if args.classes else VOC_CLASSES)
     image_ids = read_image_set(args.image_set) if args.image_set is not None else None
     annotations = read_voc_annotations(args.annotations, image_ids)
     unknown = {name for ann in annotations.values() for name in ann.names} - set(classes)
     if unknown:
-        raise ValueError(f"{args.annotations}: objects of classes not in the class list "
+        raise DataError(f"{args.annotations}: objects of classes not in the class list "
                          f"({', '.join(sorted(unknown))}); pass them with --classes")
     detections = read_voc_detections(args.results, classes, known_image_ids=annotations)
     result = evaluate_voc(annotations, detections, classes, metric=args.metric,

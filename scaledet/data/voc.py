@@ -36,6 +36,7 @@ from scaledet.data.base import RawThenTransform
 from scaledet.data.images import ImageError, load_image
 from scaledet.data.voc_files import (MASK_IGNORE, VOC_CLASSES, VOCAnnotationError, VocGroundTruth,
                                      read_class_mask, read_image_set, read_voc_xml)
+from scaledet.errors import UsageError
 
 __all__ = ["VOC_CLASSES", "MASK_IGNORE", "VOCAnnotationError", "VocRecord", "VOCDetection",
            "parse_voc_xml", "read_image_set", "read_class_mask"]
@@ -141,9 +142,9 @@ class VOCDetection(RawThenTransform):
                  extra_masks_dir: str | Path | None = None,
                  class_names: Sequence[str] = VOC_CLASSES) -> None:
         if segmentation not in SEGMENTATION_MODES:
-            raise ValueError(f"segmentation must be one of {SEGMENTATION_MODES}, got {segmentation!r}")
+            raise UsageError(f"segmentation must be one of {SEGMENTATION_MODES}, got {segmentation!r}")
         if split is not None and image_ids is not None:
-            raise ValueError("give either split or image_ids, not both")
+            raise UsageError("give either split or image_ids, not both")
         self.root = Path(root)
         self.transforms = transforms
         self.segmentation = segmentation
@@ -188,7 +189,7 @@ class VOCDetection(RawThenTransform):
         if image_ids is not None:
             ids = [str(i) for i in image_ids]
             if not ids:
-                raise ValueError("image_ids is empty")
+                raise UsageError("image_ids is empty")
             return ids
         if split is None:
             paths = sorted((self.root / "Annotations").glob("*.xml"))

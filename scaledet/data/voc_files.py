@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scaledet.errors import DataError, MissingFileError
+
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -29,11 +31,11 @@ VOC_CLASSES = (
 MASK_IGNORE = 255  # "void" pixels (object borders, unlabelled) of a VOC class mask
 
 
-class VOCAnnotationError(ValueError):
+class VOCAnnotationError(DataError):
     """A VOC annotation, list or mask file that cannot be used as it is."""
 
 
-class VOCFileNotFoundError(VOCAnnotationError, FileNotFoundError):
+class VOCFileNotFoundError(VOCAnnotationError, MissingFileError):
     """A VOC file that should exist does not (caught as either parent)."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
 
+from scaledet.errors import DataError, MissingFileError, UsageError
 from scaledet.eval.base import EvalResult, Evaluator, as_numpy
 from scaledet.eval.metric_names import COCO_STAT_NAMES
 
@@ -36,15 +37,15 @@ IOU_TYPES = ("bbox", "segm")
 
 def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+        raise MissingFileError(f"{what} file not found: {path}")
     try:
         with path.open("r", encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, "
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, "
                          f"column {err.colno})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a UTF-8 text file") from None
+        raise DataError(f"{path}: not a UTF-8 text file") from None
 
 
 def _load_ground_truth(gt: str | Path | Mapping, iou_type: str) -> tuple[dict, str]:
@@ -54,18 +55,18 @@ def _load_ground_truth(gt: str | Path | Mapping, iou_type: str) -> tuple[dict, s
         path = Path(gt)
         dataset, name = _read_json(path, "annotation"), str(path)
     if not isinstance(dataset, dict):
-        raise ValueError(f"{name}: expected a COCO annotation object, got a JSON "
+        raise DataError(f"{name}: expected a COCO annotation object, got a JSON "
                          f"{type(dataset).__name__}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
-            raise ValueError(f"{name}: missing the '{key}' list of a COCO annotation file")
+            raise DataError(f"{name}: missing the '{key}' list of a COCO annotation file")
     if not dataset["images"]:
-        raise ValueError(f"{name}: has no images to evaluate")
+        raise DataError(f"{name}: has no images to evaluate")
     required = ("id", "image_id", "category_id", "bbox" if iou_type == "bbox" else "segmentation")
     for index, ann in enumerate(dataset["annotations"]):
         missing = [key for key in required if not isinstance(ann, dict) or key not in ann]
         if missing:
-            raise ValueError(f"{name}: annotation #{index} lacks {', '.join(missing)}")
+            raise DataError(f"{name}: annotation #{index} lacks {', '.join(missing)}")
         if "area" not in ann and "bbox" in ann:
             # COCOeval's area ranges need an area; the box area is the usual fallback.
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
@@ -84,7 +85,7 @@ def _load_results(results: str | Path | Sequence[Mapping], iou_type: str,
     else:
         loaded, name = results, "results"
     if not isinstance(loaded, list):
-        raise ValueError(f"{name}: expected a JSON list of detections, got a JSON "
+        raise DataError(f"{name}: expected a JSON list of detections, got a JSON "
                          f"{type(loaded).__name__}")
     image_ids = {img["id"] for img in gt_dataset["images"]}
     category_ids = {cat["id"] for cat in gt_dataset["categories"]}
@@ -92,15 +93,15 @@ def _load_results(results: str | Path | Sequence[Mapping], iou_type: str,
     checked = []
     for index, det in enumerate(loaded):
         if not isinstance(det, Mapping):
-            raise ValueError(f"{name}: detection #{index} is not an object")
+            raise DataError(f"{name}: detection #{index} is not an object")
         missing = [key for key in ("image_id", "category_id", "score", geometry) if key not in det]
         if missing:
-            raise ValueError(f"{name}: detection #{index} lacks {', '.join(missing)}")
+            raise DataError(f"{name}: detection #{index} lacks {', '.join(missing)}")
         if det["image_id"] not in image_ids:
-            raise ValueError(f"{name}: detection #{index} has image_id {det['image_id']!r}, "
+            raise DataError(f"{name}: detection #{index} has image_id {det['image_id']!r}, "
                              "which is not in the ground truth")
         if det["category_id"] not in category_ids:
-            raise ValueError(f"{name}: detection #{index} has category_id "
+            raise DataError(f"{name}: detection #{index} has category_id "
                              f"{det['category_id']!r}, which is not a ground-truth category")
         # loadRes adds keys (id, area, ...) in place: keep the caller's dicts untouched.
         checked.append(dict(det))
@@ -120,7 +121,7 @@ def evaluate_coco(gt: str | Path | Mapping, results: str | Path | Sequence[Mappi
     Empty results give zeros (and -1 where COCO has nothing to average, e.g. no small objects).
     """
     if iou_type not in IOU_TYPES:
-        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+        raise UsageError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     gt_dataset, _ = _load_ground_truth(gt, iou_type)
     detections = _load_results(results, iou_type, gt_dataset)
     coco_gt = COCO(gt_dataset, print_function=_silent)
@@ -154,7 +155,7 @@ def detections_to_coco_results(image_id: int,
     scores_np = as_numpy(scores).astype(np.float64).reshape(-1)
     labels_np = as_numpy(labels).astype(np.int64).reshape(-1)
     if not len(boxes) == len(scores_np) == len(labels_np):
-        raise ValueError(f"boxes ({len(boxes)}), scores ({len(scores_np)}) and labels "
+        raise UsageError(f"boxes ({len(boxes)}), scores ({len(scores_np)}) and labels "
                          f"({len(labels_np)}) differ in length")
     keep = labels_np >= 0
     boxes, scores_np, labels_np = boxes[keep], scores_np[keep], labels_np[keep]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from scaledet.errors import DataError, MissingFileError, UsageError
 from scaledet.data.voc_files import VOC_CLASSES, VocGroundTruth, read_class_mask, read_voc_xml
 from scaledet.eval.base import EvalResult, Evaluator, as_numpy
 from scaledet.eval.miou import ConfusionMatrix
@@ -70,13 +71,13 @@ def read_voc_annotations(folder: str | Path,
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"annotation folder not found: {folder}")
+        raise MissingFileError(f"annotation folder not found: {folder}")
     if (folder / "Annotations").is_dir():
         folder = folder / "Annotations"
     if image_ids is None:
         paths = sorted(folder.glob("*.xml"))
         if not paths:
-            raise ValueError(f"{folder}: no VOC .xml annotation files")
+            raise DataError(f"{folder}: no VOC .xml annotation files")
     else:
         paths = [folder / f"{image_id}.xml" for image_id in image_ids]
     return {path.stem: read_voc_annotation(path) for path in paths}
@@ -85,7 +86,7 @@ def read_voc_annotations(folder: str | Path,
 def _detection_file(folder: Path, class_name: str) -> Path | None:
     matches = sorted(folder.glob(f"*_det_*_{class_name}.txt"))
     if len(matches) > 1:
-        raise ValueError(f"{folder}: several detection files for class {class_name!r}: "
+        raise DataError(f"{folder}: several detection files for class {class_name!r}: "
                          + ", ".join(p.name for p in matches))
     return matches[0] if matches else None
 
@@ -100,9 +101,9 @@ def read_voc_detection_file(path: str | Path,
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(f"detection file not found: {path}") from None
+        raise MissingFileError(f"detection file not found: {path}") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a UTF-8 text file") from None
+        raise DataError(f"{path}: not a UTF-8 text file") from None
     for line_number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -112,12 +113,12 @@ def read_voc_detection_file(path: str | Path,
                 raise ValueError
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise ValueError(f"{path}:{line_number}: expected 'image_id score xmin ymin xmax "
+            raise DataError(f"{path}:{line_number}: expected 'image_id score xmin ymin xmax "
                              f"ymax', got {line.strip()!r}") from None
         if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"{path}:{line_number}: non-finite number in {line.strip()!r}")
+            raise DataError(f"{path}:{line_number}: non-finite number in {line.strip()!r}")
         if known is not None and fields[0] not in known:
-            raise ValueError(f"{path}:{line_number}: image {fields[0]!r} is not in the ground "
+            raise DataError(f"{path}:{line_number}: image {fields[0]!r} is not in the ground "
                              "truth")
         image_ids.append(fields[0])
         rows.append(values)
@@ -132,11 +133,11 @@ def read_voc_detections(folder: str | Path, classes: Sequence[str] = VOC_CLASSES
     (e.g. ``comp4_det_test_car.txt``). A class without a file has no detections."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"results folder not found: {folder}")
+        raise MissingFileError(f"results folder not found: {folder}")
     known = set(known_image_ids) if known_image_ids is not None else None
     paths = {class_name: _detection_file(folder, class_name) for class_name in classes}
     if all(path is None for path in paths.values()):
-        raise ValueError(f"{folder}: no detection files named <comp>_det_<set>_<class>.txt "
+        raise DataError(f"{folder}: no detection files named <comp>_det_<set>_<class>.txt "
                          "(e.g. comp4_det_test_car.txt)")
     found = {class_name: read_voc_detection_file(path, known) if path is not None
              else VocClassDetections() for class_name, path in paths.items()}
@@ -160,7 +161,7 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, metric: str = "area") -> f
         mpre = np.maximum.accumulate(np.concatenate(([0.0], precision, [0.0]))[::-1])[::-1]
         steps = np.flatnonzero(mrec[1:] != mrec[:-1])
         return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
-    raise ValueError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
+    raise UsageError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
 
 
 def match_class_detections(annotations: Mapping[str, VocImageAnnotation], class_name: str,
@@ -184,7 +185,7 @@ def match_class_detections(annotations: Mapping[str, VocImageAnnotation], class_
 
     unknown = set(detections.image_ids) - image_index.keys()
     if unknown:
-        raise ValueError(f"class {class_name!r}: detections for images not in the ground truth: "
+        raise DataError(f"class {class_name!r}: detections for images not in the ground truth: "
                          + ", ".join(sorted(unknown)[:5]))
     order = np.argsort(-detections.scores, kind="stable")
     det_image = np.array([image_index[detections.image_ids[i]] for i in order], dtype=np.int64)
@@ -232,7 +233,7 @@ def evaluate_voc(annotations: Mapping[str, VocImageAnnotation],
     Only ``classes`` are evaluated; objects of other classes are ignored.
     """
     if metric not in VOC_METRICS:
-        raise ValueError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
+        raise UsageError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
     per_class: dict[str, float] = {}
     positives: dict[str, int] = {}
     for class_name in classes:
