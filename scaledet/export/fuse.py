@@ -24,7 +24,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from scaledet.errors import UsageError
 from scaledet.models.detectors.base import Detector
-from scaledet.models.heads.retina_head import _Tower
+from scaledet.models.heads.retina_head import SharedTower
 
 _BATCH_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -33,7 +33,7 @@ class PerLevelFusedTower(nn.Module):
     """Inference stand-in for a RetinaNet tower with per-level BatchNorm: one conv per level and
     layer with that level's BatchNorm folded in, then the shared predictor."""
 
-    def __init__(self, tower: _Tower):
+    def __init__(self, tower: SharedTower):
         super().__init__()
         self.levels = nn.ModuleList(
             nn.ModuleList(fuse_conv_bn_eval(conv, norms[i]) for i, conv in enumerate(tower.convs))
@@ -52,7 +52,7 @@ def _unshare_per_level_towers(model: nn.Module) -> int:
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, _Tower) and child.norms is not None and len(child.norms) > 1 \
+            if isinstance(child, SharedTower) and child.norms is not None and len(child.norms) > 1 \
                     and all(isinstance(n, _BATCH_NORMS) for level in child.norms for n in level):
                 setattr(parent, name, PerLevelFusedTower(child))
                 replaced += 1

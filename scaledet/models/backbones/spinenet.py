@@ -116,18 +116,14 @@ class _Node:
         return self.width * BOTTLENECK_EXPANSION if self.block_type == BOTTLENECK else self.width
 
 
-class Bottleneck(nn.Module):
-    """Post-activation ResNet-v1 bottleneck: 1x1 -> 3x3 -> 1x1 (x4), drop-connect, add, act."""
+class _ResidualUnit(nn.Module):
+    """Post-activation residual unit: ``act(drop_connect(branch(x)) + shortcut(x))``; the
+    shortcut projects (1x1 conv + BN) only when the channel count changes."""
 
-    def __init__(self, in_channels: int, width: int, *, norm: NormSettings, act: str,
-                 drop_connect_rate: float = 0.0):
+    def __init__(self, branch: nn.Sequential, in_channels: int, out_channels: int, *, norm: NormSettings, act: str,
+                 drop_connect_rate: float):
         super().__init__()
-        out_channels = width * BOTTLENECK_EXPANSION
-        self.branch = nn.Sequential(
-            ConvNormAct(in_channels, width, 1, norm=norm, act=act),
-            ConvNormAct(width, width, 3, norm=norm, act=act),
-            ConvNormAct(width, out_channels, 1, norm=norm),
-        )
+        self.branch = branch
         self.shortcut = (ConvNormAct(in_channels, out_channels, 1, norm=norm)
                          if in_channels != out_channels else nn.Identity())
         self.act = activation(act)
@@ -138,24 +134,30 @@ class Bottleneck(nn.Module):
         return self.act(branch + self.shortcut(x))
 
 
-class Residual(nn.Module):
-    """Post-activation basic block: 3x3 -> 3x3, drop-connect, add, act."""
+class Bottleneck(_ResidualUnit):
+    """ResNet-v1 bottleneck: 1x1 -> 3x3 -> 1x1 (x4)."""
 
     def __init__(self, in_channels: int, width: int, *, norm: NormSettings, act: str,
                  drop_connect_rate: float = 0.0):
-        super().__init__()
-        self.branch = nn.Sequential(
+        out_channels = width * BOTTLENECK_EXPANSION
+        branch = nn.Sequential(
+            ConvNormAct(in_channels, width, 1, norm=norm, act=act),
+            ConvNormAct(width, width, 3, norm=norm, act=act),
+            ConvNormAct(width, out_channels, 1, norm=norm),
+        )
+        super().__init__(branch, in_channels, out_channels, norm=norm, act=act, drop_connect_rate=drop_connect_rate)
+
+
+class Residual(_ResidualUnit):
+    """Basic block: 3x3 -> 3x3."""
+
+    def __init__(self, in_channels: int, width: int, *, norm: NormSettings, act: str,
+                 drop_connect_rate: float = 0.0):
+        branch = nn.Sequential(
             ConvNormAct(in_channels, width, 3, norm=norm, act=act),
             ConvNormAct(width, width, 3, norm=norm),
         )
-        self.shortcut = (ConvNormAct(in_channels, width, 1, norm=norm)
-                         if in_channels != width else nn.Identity())
-        self.act = activation(act)
-        self.drop_connect_rate = drop_connect_rate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = drop_connect(self.branch(x), self.drop_connect_rate, self.training)
-        return self.act(branch + self.shortcut(x))
+        super().__init__(branch, in_channels, width, norm=norm, act=act, drop_connect_rate=drop_connect_rate)
 
 
 def block_group(block_type: BlockType, in_channels: int, width: int, repeats: int, *,

@@ -19,9 +19,9 @@ __all__ = ["Detector", "IMAGENET_MEAN", "IMAGENET_STD"]
 class Detector(nn.Module):
     """Base class of the detectors.
 
-    Subclasses define ``forward`` (raw head tensors), :meth:`loss`, :meth:`postprocess`,
-    :meth:`num_anchors` and ``feature_info``, set ``num_classes``, and assign their ``criterion`` and
-    ``postprocessor`` modules after calling ``super().__init__(input_spec)``.
+    Subclasses pass their input spec, ``num_classes``, ``criterion`` and ``postprocessor`` to
+    ``super().__init__`` and define ``forward`` (raw head tensors), :meth:`loss`,
+    :meth:`postprocess`, :meth:`num_anchors` and ``feature_info``.
 
     Attributes every detector has:
 
@@ -39,14 +39,18 @@ class Detector(nn.Module):
     has_mask: bool = False
     num_classes: int
 
-    def __init__(self, input_spec: InputSpec | None = None):
+    def __init__(self, input_spec: InputSpec | None = None, *, num_classes: int | None = None,
+                 criterion: Criterion | None = None, postprocessor: nn.Module | None = None,
+                 class_names: list[str] | None = None):
         super().__init__()
         self.input_spec: InputSpec = input_spec or InputSpec(image_size=512)
+        if num_classes is not None:
+            self.num_classes = num_classes
+        self.criterion = criterion
+        self.postprocessor = postprocessor
         self.model_name: str = type(self).__name__
-        self.class_names: list[str] | None = None
+        self.class_names = class_names
         self.label_to_category_id: list[int] | None = None
-        self.criterion: Criterion | None = None
-        self.postprocessor: nn.Module | None = None
 
     # ------------------------------------------------------------------ input spec, read-only views
     @property

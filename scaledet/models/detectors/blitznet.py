@@ -44,16 +44,13 @@ class BlitzNet(Detector):
     def __init__(self, backbone: nn.Module, streams: BlitzStreams, det_head: SSDHead, seg_head: SegHead,
                  default_boxes: DefaultBoxes, criterion: SSDCriterion, postprocessor: SSDPostProcessor, *,
                  num_classes: int, input_spec: InputSpec, class_names: list[str] | None = None):
-        super().__init__(input_spec)
+        super().__init__(input_spec, num_classes=num_classes, criterion=criterion, postprocessor=postprocessor,
+                         class_names=class_names)
         self.backbone = backbone
         self.streams = streams
         self.det_head = det_head
         self.seg_head = seg_head
         self.default_boxes = default_boxes
-        self.criterion = criterion
-        self.postprocessor = postprocessor
-        self.num_classes = num_classes
-        self.class_names = class_names
         if len(streams.feature_info) != len(default_boxes.scales) - 1:
             raise UsageError(f"{len(streams.feature_info)} source maps but default boxes for "
                              f"{len(default_boxes.scales) - 1}")

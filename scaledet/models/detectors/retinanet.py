@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from scaledet.data.input_spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from scaledet.errors import UsageError
-from scaledet.models.common import TPU_RETINANET_NORM, FeatureInfo, NormSettings, pad_to_multiple
+from scaledet.models.common import TPU_RETINANET_NORM, FeatureInfo, NormLike, norm_settings, pad_to_multiple
 from scaledet.models.detectors.base import Detector
 from scaledet.models.heads.retina_head import RetinaHead, flatten_level
 from scaledet.ops.anchors import AnchorGenerator
@@ -21,15 +21,12 @@ class RetinaNet(Detector):
     def __init__(self, backbone: nn.Module, neck: nn.Module | None, head: RetinaHead, anchors: AnchorGenerator,
                  criterion: RetinaNetCriterion, postprocessor: SigmoidPostProcessor, *, num_classes: int,
                  input_spec: InputSpec, class_names: list[str] | None = None):
-        super().__init__(input_spec)
+        super().__init__(input_spec, num_classes=num_classes, criterion=criterion, postprocessor=postprocessor,
+                         class_names=class_names)
         self.backbone = backbone
         self.neck = neck
         self.head = head
         self.anchor_generator = anchors
-        self.criterion = criterion
-        self.postprocessor = postprocessor
-        self.num_classes = num_classes
-        self.class_names = class_names
         features = (neck or backbone).feature_info
         if [f.stride for f in features] != list(anchors.strides):
             raise UsageError(f"anchor strides {anchors.strides} do not match feature strides "
@@ -75,7 +72,7 @@ class RetinaNet(Detector):
 
 def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_classes: int, image_size: int,
                     head_width: int = 256, head_convs: int = 4, head_norm: str = "per_level_bn",
-                    head_norm_settings: NormSettings = TPU_RETINANET_NORM, head_act: str = "relu",
+                    head_norm_settings: NormLike = TPU_RETINANET_NORM, head_act: str = "relu",
                     head_predictor_init_std: float = 1e-5, prior_prob: float = 0.01,
                     anchor_size: float = 4.0, num_scales: int = 3,
                     aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5),
@@ -95,8 +92,8 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
     levels = [f.level for f in features]
     anchors = anchor_generator or AnchorGenerator.tpu(min(levels), max(levels), anchor_size, num_scales,
                                                       tuple(aspect_ratios))
-    head = RetinaHead(features, num_classes, anchors.num_anchors_per_location, width=head_width,
-                      num_convs=head_convs, norm=head_norm, norm_settings=head_norm_settings, act=head_act,
+    head = RetinaHead(features, num_classes, anchors.num_anchors_per_location, width=head_width, num_convs=head_convs,
+                      norm=head_norm, norm_settings=norm_settings(head_norm_settings, TPU_RETINANET_NORM), act=head_act,
                       prior_prob=prior_prob, predictor_init_std=head_predictor_init_std)
     coder = BoxCoder(tuple(box_coder_weights))  # (10, 10, 5, 5) = SSD variances 0.1/0.2
     criterion = RetinaNetCriterion(

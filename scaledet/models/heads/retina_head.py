@@ -10,7 +10,10 @@ from scaledet.errors import UsageError
 from scaledet.models.common import TPU_RETINANET_NORM, FeatureInfo, NormSettings, activation
 
 
-class _Tower(nn.Module):
+class SharedTower(nn.Module):
+    """A class or box tower whose convolutions are shared by every pyramid level (BatchNorm or
+    GroupNorm per level with ``per_level_bn``), ending in the shared predictor."""
+
     def __init__(self, cin: int, width: int, num_convs: int, num_levels: int, norm: str,
                  norm_settings: NormSettings, act: str, outputs: int, init_std: float, predictor_std: float):
         super().__init__()
@@ -65,9 +68,9 @@ class RetinaHead(nn.Module):
         self.num_anchors = num_anchors
         self.strides = [f.stride for f in in_features]
         levels = len(in_features)
-        self.cls_tower = _Tower(cin, width, num_convs, levels, norm, norm_settings, act, num_anchors * num_classes,
+        self.cls_tower = SharedTower(cin, width, num_convs, levels, norm, norm_settings, act, num_anchors * num_classes,
                                 0.01, predictor_init_std)
-        self.box_tower = _Tower(cin, width, num_convs, levels, norm, norm_settings, act, num_anchors * 4,
+        self.box_tower = SharedTower(cin, width, num_convs, levels, norm, norm_settings, act, num_anchors * 4,
                                 0.01, predictor_init_std)
         nn.init.constant_(self.cls_tower.predictor.bias, -math.log((1 - prior_prob) / prior_prob))
 
