@@ -1,11 +1,14 @@
-"""The CLI's error boundary: user errors are one line, anything else is a bug with its traceback."""
+"""The CLI's error boundary (user errors are one line, anything else is a bug with its traceback),
+and what training records in its checkpoints."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 import scaledet
 from scaledet.cli import info
 from scaledet.cli.main import main
+from scaledet.engine.inference import model_from_checkpoint
 from scaledet.errors import DataError
 
 
@@ -42,3 +45,12 @@ def test_debug_re_raises_user_errors_too(monkeypatch, argv):
     _fail_with(monkeypatch, DataError("bad file"))
     with pytest.raises(DataError, match="bad file"):
         main(argv)
+
+
+def test_training_checkpoints_record_the_input_spec_and_label_map(trained_run):
+    state = torch.load(trained_run["checkpoint"], weights_only=True)
+    model = model_from_checkpoint(trained_run["checkpoint"])
+    assert state["input_spec"] == model.input_spec.to_dict() and state["input_spec"]["image_size"] == 128
+    assert state["input_spec"]["resize_mode"] == "long_side" and state["input_spec"]["size_divisor"] == 128
+    assert model.label_to_category_id == state["label_to_category_id"] and len(model.label_to_category_id) == 5
+    assert model.class_names == state["class_names"] == ["circle", "square", "triangle", "cross", "star"]

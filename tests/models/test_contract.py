@@ -28,14 +28,6 @@ from scaledet.models.detectors.retinanet_spinenet import (
 TINY_RETINA = dict(num_classes=3, head_width=32, endpoints_num_filters=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_input_spec_round_trips_and_validates():
     spec = InputSpec(300, BLITZNET_MEAN, (1 / 255,) * 3, size_divisor=1, resize_mode="square")
     stored = spec.to_dict()
