@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from scaledet.cli.common import new_parser
+from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet configs
   scaledet configs retinanet_spinenet49s_coco > my_recipe.yaml   # a copy to edit
@@ -25,7 +26,7 @@ def run(args) -> int:
         path = packaged_config_path(args.name)
         if path is None:
             names = ", ".join(c.name for c in list_configs())
-            raise ValueError(f"no packaged config {args.name!r}; packaged: {names}")
+            raise UsageError(f"no packaged config {args.name!r}; packaged: {names}")
         print(path.read_text(), end="")
         return 0
     configs = list_configs()

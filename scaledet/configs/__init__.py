@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from scaledet.errors import MissingFileError
+
 __all__ = ["PackagedConfig", "list_configs", "packaged_config_path", "resolve_config"]
 
 _DESCRIPTION = re.compile(r"^#\s*description:\s*(.+?)\s*$")
@@ -64,5 +66,5 @@ def resolve_config(name_or_path: str | Path) -> Path:
     if packaged is not None:
         return packaged
     names = ", ".join(c.name for c in list_configs())
-    raise FileNotFoundError(f"config {str(name_or_path)!r}: no such file and no packaged config of that name "
+    raise MissingFileError(f"config {str(name_or_path)!r}: no such file and no packaged config of that name "
                             f"(packaged: {names}; see `scaledet configs`)")

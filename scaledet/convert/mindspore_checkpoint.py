@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
+from scaledet.errors import DataError, MissingFileError
+
 __all__ = ["MindSporeCheckpointError", "read_mindspore_checkpoint", "MINDSPORE_DTYPES"]
 
 # MindSpore's ``tensor_type`` strings -> little-endian numpy dtypes (BFloat16 is viewed afterwards).
@@ -39,7 +41,7 @@ _VALUE_KEY = 0x0A  # field 1 (Checkpoint.value), wire type 2 (length-delimited)
 Loaded = Union[torch.Tensor, str, bytes, tuple]
 
 
-class MindSporeCheckpointError(ValueError):
+class MindSporeCheckpointError(DataError):
     """A file that is not a readable, unencrypted MindSpore checkpoint."""
 
 
@@ -178,7 +180,7 @@ def read_mindspore_checkpoint(path: str | Path) -> "OrderedDict[str, Loaded]":
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: MindSpore checkpoint not found")
+        raise MissingFileError(f"{path}: MindSpore checkpoint not found")
     if path.stat().st_size == 0:
         raise MindSporeCheckpointError(f"{path}: empty file, not a MindSpore checkpoint")
     return _read(path, memoryview(path.read_bytes()))

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scaledet.errors import DataError, UsageError
+
 __all__ = ["MindRecordError", "MindRecordReader", "ShardHeader", "read_shard_header", "uncompress_ints"]
 
 _U64_LE = struct.Struct("<Q")
@@ -35,7 +37,7 @@ _FLOAT_TYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 INDEX_MODES = ("db", "pages")
 
 
-class MindRecordError(ValueError):
+class MindRecordError(DataError):
     """A MindRecord shard, index or row that cannot be read as it is."""
 
 
@@ -221,7 +223,7 @@ class MindRecordReader:
 
     def __init__(self, source: str | Path | Sequence[str | Path], index: str = "db") -> None:
         if index not in INDEX_MODES:
-            raise ValueError(f"index must be one of {INDEX_MODES}, got {index!r}")
+            raise UsageError(f"index must be one of {INDEX_MODES}, got {index!r}")
         self.headers = [read_shard_header(p) for p in _set_files(source)]
         if not self.headers:
             raise MindRecordError(f"{source}: no MindRecord shards given")

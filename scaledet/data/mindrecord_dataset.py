@@ -21,6 +21,7 @@ import torch
 from scaledet.data.base import RawThenTransform
 from scaledet.data.mindrecord import MindRecordError, MindRecordReader
 from scaledet.data.tfrecord import category_table_from_coco_json, decode_image_bytes
+from scaledet.errors import UsageError
 
 __all__ = ["MindRecordDetection", "PORT_COCO_CLASSES", "COCO_CATEGORY_IDS"]
 
@@ -65,7 +66,7 @@ class MindRecordDetection(RawThenTransform):
             raise MindRecordError(f"{self.reader.headers[0].path}: fields {missing} of the port's schema are missing "
                                   f"(it has {sorted(self.reader.schema)})")
         if len(classes) < 2:
-            raise ValueError(f"classes needs background plus at least one class, got {list(classes)}")
+            raise UsageError(f"classes needs background plus at least one class, got {list(classes)}")
         self.class_names = [str(c) for c in classes[1:]]
         self.label_to_category_id = self._category_ids(label_to_category_id, categories_json)
 
@@ -73,7 +74,7 @@ class MindRecordDetection(RawThenTransform):
         if given is not None:
             ids = [int(c) for c in given]
             if len(ids) != len(self.class_names):
-                raise ValueError(f"{len(ids)} label_to_category_id entries for {len(self.class_names)} classes")
+                raise UsageError(f"{len(ids)} label_to_category_id entries for {len(self.class_names)} classes")
             return ids
         if categories_json is not None:
             ids, names = category_table_from_coco_json(categories_json)
@@ -82,7 +83,7 @@ class MindRecordDetection(RawThenTransform):
             by_name, source = dict(zip(PORT_COCO_CLASSES[1:], COCO_CATEGORY_IDS)), "COCO 2017's categories"
         unknown = [n for n in self.class_names if n not in by_name]
         if unknown:
-            raise ValueError(f"classes {unknown} are not in {source}; pass label_to_category_id")
+            raise UsageError(f"classes {unknown} are not in {source}; pass label_to_category_id")
         return [by_name[n] for n in self.class_names]
 
     @property

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from scaledet.config import DataConfig
+from scaledet.errors import MissingFileError
 
 DATA_ROOT_ENV = "SCALEDET_DATA_ROOT"
 PATH_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations", "train_pattern", "val_pattern")
@@ -49,7 +50,7 @@ def resolve_data_paths(cfg: DataConfig, *, train: bool = True, val: bool = True,
     for key in (*(wanted.get("train", ()) if train else ()), *(wanted.get("val", ()) if val else ())):
         value = getattr(resolved, key)
         if value and not Path(value).exists():
-            raise FileNotFoundError(f"data.{key}: {value} not found ({_how(cfg, key, env)})")
+            raise MissingFileError(f"data.{key}: {value} not found ({_how(cfg, key, env)})")
     return resolved
 
 

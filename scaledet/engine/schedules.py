@@ -22,7 +22,7 @@ def learning_rate(cfg: OptimConfig, step: int, total_steps: int) -> float:
         return _multiphase(cfg, step, total_steps)
     if cfg.schedule == "mindspore_nasfpn":
         if len(cfg.warmup_phases) != len(PORT_PHASE_STARTS):
-            raise ValueError(f"schedule mindspore_nasfpn needs {len(PORT_PHASE_STARTS)} warmup_phases (the port's), "
+            raise UsageError(f"schedule mindspore_nasfpn needs {len(PORT_PHASE_STARTS)} warmup_phases (the port's), "
                              f"got {len(cfg.warmup_phases)}")
         return _multiphase(cfg, step, total_steps, PORT_PHASE_STARTS)
     start = cfg.warmup_start_lr if cfg.warmup_start_lr is not None else cfg.lr / 10

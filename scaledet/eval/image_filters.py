@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from scaledet.data.coco import read_coco_json
+from scaledet.errors import UsageError
 
 __all__ = ["IMAGE_FILTERS", "annotated_non_crowd_image_ids", "filtered_image_ids"]
 
@@ -38,5 +39,5 @@ def annotated_non_crowd_image_ids(annotations: str | Path | dict[str, Any],
 def filtered_image_ids(name: str, annotations: str | Path | dict[str, Any]) -> list[int] | None:
     """The image ids filter ``name`` keeps; None for ``"all"`` (no filtering)."""
     if name not in IMAGE_FILTERS:
-        raise ValueError(f"unknown image filter {name!r}; allowed: {', '.join(IMAGE_FILTERS)}")
+        raise UsageError(f"unknown image filter {name!r}; allowed: {', '.join(IMAGE_FILTERS)}")
     return None if name == "all" else annotated_non_crowd_image_ids(annotations)
