@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from scaledet.data.images import load_image
+from scaledet.data.input_spec import InputSpec
 from scaledet.data.mindrecord import MindRecordError, MindRecordReader, read_shard_header, uncompress_ints
 from scaledet.data.mindrecord_dataset import MindRecordDetection, PORT_COCO_CLASSES
 
@@ -189,7 +190,7 @@ def test_factory_builds_mindrecord_sets_with_the_port_augmentation(ref):
     assert bundle.val_annotations == folder / "instances_val2017_subset.json"
 
     class Model:  # what set_transforms reads from a detector
-        default_image_size, pixel_mean, pixel_std, resize_mode = 64, (0.5,) * 3, (0.25,) * 3, "square"
+        input_spec = InputSpec(64, (0.5,) * 3, (0.25,) * 3, resize_mode="square")
 
     bundle.set_transforms(cfg, Model())
     assert isinstance(bundle.train.transforms, PortIoUCropTransform)
