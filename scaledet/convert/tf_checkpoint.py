@@ -29,10 +29,12 @@ import crc32c
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
+from scaledet.errors import CheckpointError
+
 __all__ = ["TFCheckpoint", "TFCheckpointError", "TensorInfo", "resolve_prefix"]
 
 
-class TFCheckpointError(ValueError):
+class TFCheckpointError(CheckpointError, ValueError):
     """A TF checkpoint that is missing, truncated, corrupt or uses an unsupported feature."""
 
 

@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
+from scaledet.errors import CheckpointError
+
 __all__ = ["Assignment", "MappingError", "bn_assignments", "check_mapping", "conv_assignments",
            "convert_variables", "load_mapped", "predictor_permutation"]
 
@@ -24,7 +26,7 @@ TF_BOX_ORDER_TO_OURS = (1, 0, 3, 2)
 _MAX_LISTED = 12
 
 
-class MappingError(ValueError):
+class MappingError(CheckpointError, ValueError):
     """TF variables and a scaledet model that do not correspond one to one."""
 
 

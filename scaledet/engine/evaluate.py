@@ -26,6 +26,7 @@ from scaledet.config import EvalConfig
 from scaledet.data.collate import collate
 from scaledet.engine.distributed import DistInfo, gather_objects
 from scaledet.engine.inference import unpack_detections
+from scaledet.errors import UsageError
 from scaledet.eval.base import EvalResult, Evaluator
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def build_evaluator(cfg: EvalConfig, bundle: DataBundle, *, label_to_category_id
 
         voc = _unwrap(bundle.val)
         if not isinstance(voc, VOCDetection):
-            raise ValueError(f"eval.metric=voc needs a VOC validation set, got {type(voc).__name__}")
+            raise UsageError(f"eval.metric=voc needs a VOC validation set, got {type(voc).__name__}")
         return VocEvaluator(voc.ground_truth, bundle.class_names, cfg.voc_metric)
     if bundle.val_annotations is None:
         return None
@@ -132,7 +133,7 @@ def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: 
     evaluator = build_evaluator(cfg.eval, bundle, label_to_category_id=model.label_to_category_id,
                                 results_path=(output or checkpoint.parent) / "results.json")
     if evaluator is None:
-        raise ValueError(f"eval.metric={cfg.eval.metric}: data.format={cfg.data.format} gives no ground truth "
+        raise UsageError(f"eval.metric={cfg.eval.metric}: data.format={cfg.data.format} gives no ground truth "
                          "to score against (COCO scoring needs data.val_annotations)")
     return evaluate_dataset(TorchPredictor(model, device), bundle.val, evaluator, batch_size=cfg.eval.batch_size,
                             info=info, progress=progress and info.is_main)

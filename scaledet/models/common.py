@@ -82,7 +82,7 @@ PADDINGS: tuple[str, ...] = ("symmetric", "same")
 
 def check_padding(padding: str, owner: str) -> None:
     if padding not in PADDINGS:
-        raise ValueError(f"{owner}: unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
+        raise UsageError(f"{owner}: unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
 
 
 def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -204,7 +204,7 @@ def _downsample_pools(ratio: int, padding: Padding, kind: DownsamplePools) -> nn
         return nn.Sequential(max_pool2d(kernel, ratio, padding=padding))
     if kind == "repeated":  # Model Garden: 3x3/2 pools until the level is reached
         return nn.Sequential(*(max_pool2d(3, 2, padding=padding) for _ in range(int(math.log2(ratio)))))
-    raise ValueError(f"SpineNet: unknown downsample_pools {kind!r}; allowed: one, repeated")
+    raise UsageError(f"SpineNet: unknown downsample_pools {kind!r}; allowed: one, repeated")
 
 
 class ScalePermutedBlock(nn.Module):
@@ -253,7 +253,7 @@ class SpineNet(nn.Module):
         check_padding(conv_padding, "SpineNet conv_padding")
         check_padding(pool_padding, "SpineNet pool_padding")
         if downsample_pools not in ("one", "repeated"):
-            raise ValueError(f"SpineNet: unknown downsample_pools {downsample_pools!r}; allowed: one, repeated")
+            raise UsageError(f"SpineNet: unknown downsample_pools {downsample_pools!r}; allowed: one, repeated")
         if block_repeats < 1:
             raise UsageError(f"SpineNet: block_repeats must be >= 1, got {block_repeats}")
         if not 0.0 <= drop_connect_rate < 1.0:

@@ -202,7 +202,7 @@ class NASFPN(nn.Module):
             (self._projection(width, width, norm, always=True) if extra_levels == "conv_pool" else nn.Identity())
             for _ in range(num_extra))
         if cell_input_width is not None and cell_input_width < 1:
-            raise ValueError(f"cell_input_width must be positive or None, got {cell_input_width}")
+            raise UsageError(f"cell_input_width must be positive or None, got {cell_input_width}")
         self.stacks = nn.ModuleList(NASFPNStack(width, levels, cells, attention=attention, norm=norm,
                                                 cell_input_width=cell_input_width)
                                     for _ in range(num_stacks))
