@@ -190,10 +190,10 @@ def tpu_retinanet_mapping(backbone: SpineNet, head: RetinaHead, *,
 
     cls_index, box_index = _head_permutations(head, aspect_ratios, tf_aspect_ratios)
     levels = [s.bit_length() - 1 for s in head.strides]
-    for tower, net, name, index in (("cls_tower", "class_net", "class", cls_index),
-                                    ("box_tower", "box_net", "box", box_index)):
+    for tower, module, net, name, index in (("cls_tower", head.cls_tower, "class_net", "class", cls_index),
+                                            ("box_tower", head.box_tower, "box_net", "box", box_index)):
         at = f"head.{tower}"
-        convs = getattr(head, tower).convs
+        convs = module.convs
         for i in range(len(convs)):
             out.update(conv_assignments(f"retinanet/{net}/{name}-{i}", f"{at}.convs.{i}", bias=True))
             for li, level in enumerate(levels):
@@ -349,10 +349,10 @@ def garden_retinanet_mapping(backbone: nn.Module, neck: NASFPN | None, head: Ret
         out.update(_garden_functional(_nasfpn_layers(neck), [], variable_names, "_decoder", source))
 
     cls_index, box_index = _head_permutations(head, aspect_ratios, tf_aspect_ratios)
-    for tower, short, predictor, index in (("cls_tower", "cls", "_classifier", cls_index),
-                                           ("box_tower", "box", "_box_regressor", box_index)):
+    for tower, module, short, predictor, index in (("cls_tower", head.cls_tower, "cls", "_classifier", cls_index),
+                                                   ("box_tower", head.box_tower, "box", "_box_regressor", box_index)):
         at = f"head.{tower}"
-        for i in range(len(getattr(head, tower).convs)):
+        for i in range(len(module.convs)):
             out.update(conv_assignments(f"model/_head/_{short}_convs/{i}", f"{at}.convs.{i}", bias=True,
                                         suffix=_GARDEN_SUFFIX))
             for li in range(len(head.strides)):
