@@ -17,7 +17,7 @@ from scaledet.errors import ScaledetError
 
 SUBCOMMANDS = (
     "demo", "train", "eval", "eval_results", "predict", "info", "export", "benchmark", "convert",
-    "convert_data", "configs",
+    "convert_data", "configs", "serve",
 )
 BUG_REPORT = ("scaledet {command}: internal error ({error}): this is a bug in scaledet {version}, not in "
               "your input; please report it with the command line and the traceback above")
