@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
                    help="default: torch for --checkpoint, onnxruntime for --onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)")
-    p.add_argument("--max-batch", type=int, default=8, help="most images in one model run; 1 turns batching off")
+    p.add_argument("--max-batch", type=int, default=8, help="most images in one model run; 1 turns batching off (default 8)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long the first image of a batch waits for others (default 5)")
     p.add_argument("--max-queue", type=int, default=256, help="images that may wait; beyond, 503 (default 256)")

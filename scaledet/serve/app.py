@@ -185,7 +185,7 @@ def create_app(model: ServedModel, settings: ServeSettings = ServeSettings()) ->
             png = await loop.run_in_executor(decoder, _mask_png_base64, result.output["masks"])
             body["mask"] = {"format": "png", "encoding": "base64", "values": "0 background, k+1 class k",
                             "data": png}
-        return body
+        return JSONResponse(body)  # plain JSON types already: skip FastAPI's generic encoder
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     paths = ["/", "/healthz", "/v1/model", "/v1/predict", "/metrics", "/openapi.json"]
