@@ -47,7 +47,7 @@ def test_page_shows_the_detections_where_the_json_says(server, coco_images, tmp_
     scores = sorted((d["score"] for d in expected["detections"]), reverse=True)
     assert len(scores) >= 4
     # a slider position (a multiple of its 0.01 step) that hides part of the detections
-    threshold = next(t for t in (math.ceil(s * 100) / 100 for s in scores[2:]) if 0 < sum(s >= t for s in scores)
+    threshold = next(t for t in (math.ceil(s * 100) / 100 for s in scores[len(scores) // 2:]) if 0 < sum(s >= t for s in scores)
                      < len(scores))
     shown = [d for d in expected["detections"] if d["score"] >= threshold]
 

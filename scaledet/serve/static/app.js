@@ -119,6 +119,14 @@ async function analyse(file) {
   }
 }
 
+// Show the image as large as the panel and most of the window allow (small images up to 3x).
+function fitToView(width, height) {
+  const room = view.drop.clientWidth - 4;
+  const scale = Math.min(room / width, (0.8 * window.innerHeight) / height, 3);
+  view.canvas.style.width = `${Math.round(width * scale)}px`;
+  view.canvas.style.height = `${Math.round(height * scale)}px`;
+}
+
 function visibleDetections() {
   const threshold = Number(view.slider.value);
   return current.result.detections.filter((d) => d.score >= threshold);
@@ -135,6 +143,7 @@ function draw() {
   canvas.hidden = false;
   view.dropText.hidden = true;
   view.drop.classList.add("has-image");
+  fitToView(width, height);
   const ctx = canvas.getContext("2d");
   ctx.drawImage(image, 0, 0, width, height);
   if (overlay && view.showMask.checked) ctx.drawImage(overlay, 0, 0);
@@ -188,6 +197,7 @@ function draw() {
 view.file.addEventListener("change", () => analyse(view.file.files[0]));
 view.slider.addEventListener("input", draw);
 view.showMask.addEventListener("change", draw);
+window.addEventListener("resize", draw);
 for (const type of ["dragenter", "dragover"]) {
   view.drop.addEventListener(type, (event) => {
     event.preventDefault();
