@@ -35,8 +35,9 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
         self.metrics = metrics
 
-    def _too_large(self, size: str) -> str:
-        return f"upload of {size} bytes is over the limit of {self.max_bytes} bytes"
+    def _too_large(self, size: str | None = None) -> str:
+        what = f"upload of {size} bytes" if size else "upload"
+        return f"{what} is over the limit of {self.max_bytes} bytes (--max-upload-mb)"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -56,7 +57,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise UploadError(413, "too_large", self._too_large(f"more than {self.max_bytes}"))
+                    raise UploadError(413, "too_large", self._too_large())
             return message
 
         await self.app(scope, limited_receive, send)
