@@ -7,6 +7,7 @@ import socket
 import sys
 
 from scaledet.cli.common import add_device_argument, new_parser
+from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet serve --checkpoint runs/demo/best.pt                # http://127.0.0.1:8000
   scaledet serve --onnx model.onnx --port 8080 --max-batch 16 --max-wait-ms 10
@@ -51,11 +52,11 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as err:
-        raise ValueError(f"--host {host}: cannot resolve it ({err.strerror})") from err
+        raise UsageError(f"--host {host}: cannot resolve it ({err.strerror})") from err
     try:
         return socket.create_server(address[:2], family=family, backlog=2048)
     except OSError as err:
-        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror})") from err
+        raise UsageError(f"cannot listen on {host}:{port} ({err.strerror})") from err
 
 
 def is_loopback(address: str) -> bool:
@@ -73,9 +74,9 @@ def run(args) -> int:
     for name in ("max_batch", "max_queue", "max_upload_mb", "threads", "max_pixels"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.max_wait_ms < 0:
-        raise ValueError(f"--max-wait-ms must not be negative, got {args.max_wait_ms}")
+        raise UsageError(f"--max-wait-ms must not be negative, got {args.max_wait_ms}")
     if args.threads:
         torch.set_num_threads(args.threads)
     sock = bind(args.host, args.port)  # a busy port fails before the model is loaded

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from scaledet.errors import UsageError
+
 BatchFn = Callable[[list[torch.Tensor]], list[Any]]
 
 
@@ -42,9 +44,9 @@ class DynamicBatcher:
     def __init__(self, run_batch: BatchFn, *, max_batch: int = 8, max_wait_s: float = 0.005,
                  max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None):
         if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+            raise UsageError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_s < 0:
-            raise ValueError(f"max_wait must not be negative, got {max_wait_s}")
+            raise UsageError(f"max_wait must not be negative, got {max_wait_s}")
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s

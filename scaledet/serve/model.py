@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from scaledet.errors import UsageError
+
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -31,17 +33,19 @@ class ServedModel:
 
     def __init__(self, predictor: Any, backend: str):
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+            raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.predictor = predictor
         self.backend = backend
-        names = getattr(predictor, "class_names", None)
+        # Both predictors declare the same facts (docs/CONTRACTS.md): input spec, names, has_mask.
+        names = predictor.class_names
         num_classes = int(predictor.num_classes)
         self.class_names = [str(n) for n in names] if names else [str(i) for i in range(num_classes)]
-        self.input_size = int(predictor.default_image_size)
-        self.size_divisor = int(predictor.size_divisor)
-        self.resize_mode = str(getattr(predictor, "resize_mode", "long_side"))
-        self.name = str(getattr(predictor, "model_name", type(predictor).__name__))
-        self.has_mask = False
+        spec = predictor.input_spec
+        self.input_size = int(spec.image_size)
+        self.size_divisor = int(spec.size_divisor)
+        self.resize_mode = str(spec.resize_mode)
+        self.name = str(predictor.model_name)
+        self.has_mask = bool(predictor.has_mask)
 
     @classmethod
     def load(cls, *, checkpoint: str | None = None, onnx: str | None = None, backend: str | None = None,
@@ -50,13 +54,13 @@ class ServedModel:
         from scaledet.engine.prediction_io import predictor_for
 
         if (checkpoint is None) == (onnx is None):
-            raise ValueError("give exactly one of --checkpoint CKPT or --onnx MODEL.onnx")
+            raise UsageError("give exactly one of --checkpoint CKPT or --onnx MODEL.onnx")
         backend = backend or ("onnxruntime" if onnx else "torch")
         if backend == "onnxruntime" and not onnx:
-            raise ValueError("--backend onnxruntime runs an exported file: give --onnx MODEL.onnx "
+            raise UsageError("--backend onnxruntime runs an exported file: give --onnx MODEL.onnx "
                              "(write one with `scaledet export --checkpoint CKPT --output MODEL.onnx`)")
         if backend == "torch" and not checkpoint:
-            raise ValueError(f"--backend torch runs a checkpoint, not {onnx}: give --checkpoint CKPT "
+            raise UsageError(f"--backend torch runs a checkpoint, not {onnx}: give --checkpoint CKPT "
                              "or use --backend onnxruntime")
         predictor = predictor_for(backend, checkpoint=checkpoint, onnx_model=onnx, device=device, optimize=optimize)
         return cls(predictor, backend)
@@ -95,7 +99,6 @@ class ServedModel:
         return results
 
     def warm_up(self) -> None:
-        """One prediction before the first request: allocations happen here, and the output tells
-        whether the model returns a segmentation mask."""
+        """One prediction before the first request, so that allocations happen here."""
         probe = torch.zeros((3, self.input_size, self.input_size), dtype=torch.uint8)
-        self.has_mask = "masks" in self.predict_batch([probe])[0]
+        self.predict_batch([probe])
