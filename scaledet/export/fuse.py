@@ -14,7 +14,9 @@ not).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import weakref
 from collections import defaultdict
 
 import torch
@@ -65,8 +67,9 @@ def _example_input(model: nn.Module) -> torch.Tensor:
     divisor = model.input_spec.size_divisor
     size = math.ceil(128 / divisor) * divisor
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    return torch.zeros(1, 3, size, size, device=device)
+    if param is None:
+        return torch.zeros(1, 3, size, size)
+    return torch.zeros(1, 3, size, size, device=param.device, dtype=param.dtype)
 
 
 def conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tuple[nn.Conv2d, nn.Module]]:
@@ -131,3 +134,41 @@ def fuse_conv_bn(model: nn.Module, example_input: torch.Tensor | None = None) ->
 
 def count_batch_norms(model: nn.Module) -> int:
     return sum(isinstance(m, _BATCH_NORMS) for m in model.modules())
+
+
+# ------------------------------------------------------------------ the copy behind Detector.predict
+
+# model -> (fingerprint of its weights and module tree, its inference copy). Weak keys: the copy
+# goes when the model does; kept outside the module so state_dict, deepcopy and pickling never
+# see it.
+_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def weights_fingerprint(model: nn.Module) -> tuple | None:
+    """What changes whenever a parameter or buffer does: object, storage, device, dtype and the
+    version counter that every in-place write bumps (optimizer steps, ``load_state_dict``,
+    ``init`` functions, ``.to()``), plus the module tree. ``None`` when a tensor keeps no version
+    counter (made under ``torch.inference_mode``), so no copy can be trusted to be current.
+
+    Writes through ``tensor.data`` bypass the version counter and are not seen."""
+    items: list = [tuple((name, type(m)) for name, m in model.named_modules())]
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_inference():
+            return None
+        items.append((id(t), t.data_ptr(), t._version, t.device, t.dtype, tuple(t.shape)))
+    return tuple(items)
+
+
+def cached_inference_copy(model: nn.Module, *, channels_last: bool) -> nn.Module:
+    """``model.optimized_for_inference(channels_last=...)``, made on first use and reused while
+    :func:`weights_fingerprint` is unchanged; an untraceable model is returned as it is."""
+    key = (channels_last, weights_fingerprint(model))
+    if key[1] is None:
+        return model
+    cached = _INFERENCE_COPIES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, usable outside predict
+        copy_ = model.optimized_for_inference(channels_last=channels_last)
+    _INFERENCE_COPIES[model] = (key, copy_)
+    return copy_

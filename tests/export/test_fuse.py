@@ -2,6 +2,8 @@
 with different BatchNorms handled."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -70,3 +72,49 @@ def test_conv_shared_by_two_batch_norms_is_left_alone():
     assert isinstance(fused.bn, nn.Identity) and isinstance(fused.bn_a, nn.BatchNorm2d)
     with torch.no_grad():
         assert torch.allclose(model(x), fused(x), atol=1e-5)
+
+
+def _predictions_close(a: list[dict], b: list[dict], atol: float = 1e-3) -> bool:
+    return all(len(x["scores"]) == len(y["scores"]) and torch.allclose(x["boxes"], y["boxes"], atol=atol)
+               and torch.allclose(x["scores"], y["scores"], atol=atol) for x, y in zip(a, b))
+
+
+def test_predict_runs_a_cached_fused_copy_that_follows_weight_changes(family_model):
+    """Eval-mode predict uses one BN-folded channels-last copy, reused while the weights stay the
+    same, remade after load_state_dict, an optimizer step or .to(); training mode runs as is."""
+    model = copy.deepcopy(family_model("spinenet")).eval()  # a model of its own: this test changes it
+    images = [torch.randint(0, 256, (3, 128, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+              for i in range(2)]
+    first = model.inference_network()
+    assert first is not model and count_batch_norms(first) == 0
+    assert first.head.cls_tower.levels[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.inference_network() is first  # unchanged weights: the same copy
+
+    fused = model.predict(images, score_threshold=0.3)
+    model.fuse_for_predict = False
+    assert model.inference_network() is model
+    plain = model.predict(images, score_threshold=0.3)
+    model.fuse_for_predict = True
+    assert sum(len(p["scores"]) for p in plain) > 0 and _predictions_close(fused, plain)
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.head.cls_tower.predictor.bias.add_(1.0)  # in place: more detections
+    second = model.inference_network()
+    assert second is not first
+    moved = model.predict(images, score_threshold=0.3)
+    assert not _predictions_close(moved, plain)
+    model.load_state_dict(state)
+    assert model.inference_network() is not second
+    assert _predictions_close(model.predict(images, score_threshold=0.3), plain)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    third = model.inference_network()
+    optimizer.step()
+    assert model.inference_network() is not third
+    model.double()
+    assert next(model.inference_network().parameters()).dtype == torch.float64
+    model.train()
+    assert model.inference_network() is model

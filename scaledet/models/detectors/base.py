@@ -37,6 +37,8 @@ class Detector(nn.Module):
     """
 
     has_mask: bool = False
+    # predict runs an eval-mode model through a cached BN-folded (channels-last on CPU) copy
+    fuse_for_predict: bool = True
     num_classes: int
 
     def __init__(self, input_spec: InputSpec | None = None, *, num_classes: int | None = None,
@@ -104,6 +106,19 @@ class Detector(nn.Module):
             return image_sizes.to(images.device)
         return torch.tensor([list(s) for s in image_sizes], device=images.device)
 
+    def inference_network(self) -> nn.Module:
+        """The network ``predict`` runs. For an eval-mode model (and ``fuse_for_predict``): a copy
+        with BatchNorm folded into the convolutions, in channels-last memory on CPU (where the
+        convolution kernels prefer it), made on first use and remade whenever a parameter or
+        buffer changes (see ``scaledet.export.fuse.weights_fingerprint``). It costs one more set of
+        weights in memory. A training-mode model (whose weights are about to change) runs as it is."""
+        if self.training or not self.fuse_for_predict:
+            return self
+        from scaledet.export.fuse import cached_inference_copy
+
+        param = next(self.parameters(), None)
+        return cached_inference_copy(self, channels_last=param is not None and param.device.type == "cpu")
+
     def optimized_for_inference(self, *, fuse_bn: bool = True, channels_last: bool = True) -> "Detector":
         """An eval-mode copy for deployment: BatchNorm folded into convolutions (shared heads with
         per-level BN are un-shared into one folded conv per level) and channels-last memory,
@@ -115,16 +130,30 @@ class Detector(nn.Module):
             model = model.to(memory_format=torch.channels_last)
         return model
 
+    def inference_network(self) -> nn.Module:
+        """The network ``predict`` runs. For an eval-mode model (and ``fuse_for_predict``): a copy
+        with BatchNorm folded into the convolutions, in channels-last memory on CPU (where the
+        convolution kernels prefer it), made on first use and remade whenever a parameter or
+        buffer changes (see ``scaledet.export.fuse.weights_fingerprint``). It costs one more set of
+        weights in memory. A training-mode model (whose weights are about to change) runs as it is."""
+        if self.training or not self.fuse_for_predict:
+            return self
+        from scaledet.export.fuse import cached_inference_copy
+
+        param = next(self.parameters(), None)
+        return cached_inference_copy(self, channels_last=param is not None and param.device.type == "cpu")
+
     @torch.inference_mode()
     def predict(self, images: Any | Sequence[Any], *, score_threshold: float | None = None,
                 image_size: int | None = None, batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
         """Detect objects in paths, PIL images, numpy arrays or tensors; boxes in original pixels."""
         device = next(self.parameters()).device
+        network = self.inference_network()
         was_training = self.training
         self.eval()
 
         def run(images: torch.Tensor, image_sizes: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-            return self.postprocess(self(images.to(device)), image_sizes)
+            return self.postprocess(network(images.to(device)), image_sizes)
 
         try:
             return predict_batches(run, self.input_spec.with_image_size(image_size), images,
