@@ -1,60 +1,43 @@
-"""Shared command-line options and printing for the before/after scripts in this folder."""
+"""Model-and-input set-up shared by the benchmark scripts (the measuring is ``_harness``)."""
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
-from scaledet.utils.benchmark import machine_note, summarise, time_calls
 
-
-def parser(description: str, *, model: str = "retinanet_spinenet49s", image_size: int = 640,
-           iters: int = 3) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def add_model_arguments(p: argparse.ArgumentParser, *, model: str = "retinanet_spinenet49s", image_size: int = 640,
+                        checkpoint: bool = False) -> None:
     p.add_argument("--model", default=model)
     p.add_argument("--image-size", type=int, default=image_size)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iters", type=int, default=iters)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch/ORT intra-op threads (default 1: on a shared machine more threads stall)")
-    return p
+    if checkpoint:
+        p.add_argument("--checkpoint", default=None, help="a trained scaledet checkpoint instead of --model")
 
 
-def setup(args) -> None:
-    torch.set_num_threads(args.threads)
-    print(f"# {machine_note()}")
+def build_model(args):
+    """A seeded eval-mode ``args.model`` (or the ``args.checkpoint`` model)."""
+    from scaledet.registry import create_model
 
+    if getattr(args, "checkpoint", None):
+        from scaledet.engine.inference import model_from_checkpoint
 
-def measure(label: str, fn, args, batch: int | None = None) -> dict:
-    cpu: list[float] = []
-    stats = summarise(time_calls(fn, iters=args.iters, warmup=args.warmup, cpu_times=cpu), batch or args.batch, cpu)
-    print(f"{label:<34} p50 {stats['p50_ms']:9.1f} ms  p90 {stats['p90_ms']:9.1f} ms  "
-          f"CPU p50 {stats['cpu_p50_ms']:9.1f} ms  {stats['images_per_s']:8.2f} img/s")
-    return stats
-
-
-def ratio(name: str, before: dict, after: dict) -> float:
-    """after/before of the wall p50; the CPU-time ratio is printed too (steadier under load)."""
-    value = after["p50_ms"] / before["p50_ms"]
-    cpu = after["cpu_p50_ms"] / before["cpu_p50_ms"]
-    print(f"{name}: after/before latency = {value:.3f} wall (speed-up x{1 / value:.2f}), {cpu:.3f} CPU time")
-    return value
-
-
-def done(record: dict) -> None:
-    print("# " + json.dumps({**record, **machine_note()}))
+        return model_from_checkpoint(args.checkpoint, "cpu").eval()
+    torch.manual_seed(0)
+    return create_model(args.model).eval()
 
 
 def inference_setup(args):
-    """A seeded eval-mode ``args.model`` and a random input batch with its image sizes."""
-    import torch
-
-    from scaledet.registry import create_model
-
-    torch.manual_seed(0)
-    model = create_model(args.model).eval()
-    x = torch.randn(args.batch, 3, args.image_size, args.image_size)
+    """:func:`build_model` and a seeded random input batch with its image sizes."""
+    model = build_model(args)
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(0))
     sizes = torch.tensor([[args.image_size] * 2] * args.batch)
     return model, x, sizes
+
+
+def inference_call(model, x, sizes):
+    """forward + post-processing under ``torch.inference_mode``, as a callable."""
+    def run():
+        with torch.inference_mode():
+            return model.postprocess(model(x), sizes)
+    return run

@@ -1,22 +1,29 @@
-"""Inference (forward + post-processing) in NCHW vs channels_last memory format."""
+"""Inference (forward + post-processing) in NCHW against channels-last memory, BatchNorm unfolded.
+
+    python benchmarks/bench_channels_last.py [--model retinanet_spinenet49s --image-size 640]
+"""
 from __future__ import annotations
+
+import copy
 
 import torch
 
-from _bench_args import inference_setup, done, measure, parser, ratio, setup
+from _bench_args import add_model_arguments, inference_call, inference_setup
+from _harness import Bench, Ratio, main
 
-args = parser(__doc__).parse_args()
-setup(args)
-model, x, sizes = inference_setup(args)
-
-
-def run(m, images):
-    with torch.inference_mode():
-        return m.postprocess(m(images), sizes)
+NCHW, CL = "NCHW (contiguous)", "channels-last"
 
 
-before = measure("NCHW (contiguous)", lambda: run(model, x), args)
-model_cl = model.to(memory_format=torch.channels_last)
-x_cl = x.contiguous(memory_format=torch.channels_last)
-after = measure("channels_last", lambda: run(model_cl, x_cl), args)
-done({"bench": "channels_last", "ratio": ratio("channels_last vs NCHW", before, after)})
+def variants(args) -> dict:
+    model, x, sizes = inference_setup(args)
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return {NCHW: inference_call(model, x, sizes),
+            CL: inference_call(model_cl, x.contiguous(memory_format=torch.channels_last), sizes)}
+
+
+BENCH = Bench("channels_last", __doc__, variants=variants, add_arguments=add_model_arguments,
+              ratios=[Ratio("channels-last / NCHW", CL, NCHW)],
+              quick={"model": "retinanet_spinenet49_tiny", "image_size": 128})
+
+if __name__ == "__main__":
+    main(BENCH)

@@ -1,32 +1,46 @@
-"""torch.compile (inductor) vs eager for the network forward; post-processing stays eager
-(its data-dependent NMS would break the graph anyway). Compile time is reported separately."""
+"""``torch.compile`` (inductor) against eager for the network forward; post-processing stays
+eager (its data-dependent NMS would break the graph anyway). The first (compiling) call is a
+warm-up call and its time is kept in the record, with the largest box-delta difference.
+
+    python benchmarks/bench_compile.py [--model retinanet_spinenet49_tiny --image-size 256] [--mode max-autotune]
+"""
 from __future__ import annotations
 
 import time
 
 import torch
 
-from _bench_args import inference_setup, done, measure, parser, ratio, setup
+from _bench_args import add_model_arguments, inference_setup
+from _harness import Bench, Ratio, main
 
-p = parser(__doc__, model="retinanet_spinenet49_tiny", image_size=256, iters=5)
-p.add_argument("--mode", default=None, help="torch.compile mode (default / reduce-overhead / max-autotune)")
-args = p.parse_args()
-setup(args)
-model, x, sizes = inference_setup(args)
-compiled = torch.compile(model, mode=args.mode)
+EAGER, COMPILED = "eager", "torch.compile"
 
 
-def run(forward):
+def variants(args):
+    model, x, sizes = inference_setup(args)
+    compiled = torch.compile(model, mode=args.mode)
+
+    def run(forward):
+        def call():
+            with torch.inference_mode():
+                return model.postprocess(forward(x), sizes)
+        return call
+
+    start = time.perf_counter()
+    run(compiled)()
+    compile_s = time.perf_counter() - start
     with torch.inference_mode():
-        return model.postprocess(forward(x), sizes)
+        err = max(float((a - b).abs().max()) for a, b in zip(model(x)["box_deltas"], compiled(x)["box_deltas"]))
+    return {EAGER: run(model), COMPILED: run(compiled)}, {"first_call_s": compile_s, "max_abs_box_delta_diff": err}
 
 
-before = measure("eager", lambda: run(model), args)
-start = time.perf_counter()
-run(compiled)
-print(f"first compiled call (compilation) took {time.perf_counter() - start:.1f} s")
-after = measure(f"torch.compile(mode={args.mode})", lambda: run(compiled), args)
-with torch.inference_mode():
-    err = max(float((a - b).abs().max()) for a, b in zip(model(x)["box_deltas"], compiled(x)["box_deltas"]))
-print(f"max |box delta difference| = {err:.2e}")
-done({"bench": "compile", "ratio": ratio("compiled vs eager", before, after)})
+def add_arguments(p) -> None:
+    add_model_arguments(p, model="retinanet_spinenet49_tiny", image_size=256)
+    p.add_argument("--mode", default=None, help="torch.compile mode (default / reduce-overhead / max-autotune)")
+
+
+BENCH = Bench("compile", __doc__, variants=variants, add_arguments=add_arguments,
+              ratios=[Ratio("compiled / eager", COMPILED, EAGER)], quick={"image_size": 128})
+
+if __name__ == "__main__":
+    main(BENCH)

@@ -1,38 +1,40 @@
-"""The machine's own fp32 matmul rate (2048^2 sgemm) and a detector's inference rate as a
-fraction of it (2 x multiply-adds x images/s)."""
+"""The machine's own fp32 matmul rate (n x n sgemm) and a detector's inference rate as a
+fraction of it (2 x multiply-adds x images/s), per wall second.
+
+    python benchmarks/bench_matmul_peak.py [--n 2048] [--model retinanet_spinenet49s --image-size 640]
+"""
 from __future__ import annotations
 
 import torch
 
-from _bench_args import done, measure, parser, setup
-from scaledet.registry import create_model
+from _bench_args import add_model_arguments, inference_call, inference_setup
+from _harness import Bench, main
 from scaledet.utils.flops import count_macs
 
-p = parser(__doc__)
-p.add_argument("--n", type=int, default=2048)
-args = p.parse_args()
-setup(args)
-a, b = torch.randn(args.n, args.n), torch.randn(args.n, args.n)
-mm = measure(f"sgemm {args.n}x{args.n}", lambda: a @ b, args, batch=1)
-peak = 2 * args.n ** 3 / (mm["p50_ms"] / 1e3) / 1e9
-peak_cpu = 2 * args.n ** 3 / (mm["cpu_p50_ms"] / 1e3) / 1e9
-print(f"matmul: {peak:.1f} GFLOP/s wall, {peak_cpu:.1f} GFLOP/s per CPU-second, {args.threads} thread(s)")
-torch.manual_seed(0)
-model = create_model(args.model).eval()
-macs = count_macs(model, args.image_size)
-x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-sizes = torch.tensor([[args.image_size] * 2] * args.batch)
+SGEMM, MODEL = "sgemm", "detector forward + post-processing"
 
 
-def run():
-    with torch.inference_mode():
-        return model.postprocess(model(x), sizes)
+def variants(args) -> dict:
+    a = torch.randn(args.n, args.n, generator=torch.Generator().manual_seed(0))
+    b = torch.randn(args.n, args.n, generator=torch.Generator().manual_seed(1))
+    model, x, sizes = inference_setup(args)
+    args.macs = count_macs(model, args.image_size)
+    return {SGEMM: lambda: a @ b, MODEL: inference_call(model, x, sizes)}
 
 
-det = measure(f"{args.model} @{args.image_size}", run, args)
-achieved = 2 * macs * det["images_per_s"] / 1e9
-achieved_cpu = 2 * macs * args.batch / (det["cpu_p50_ms"] / 1e3) / 1e9
-print(f"{args.model}: {macs / 1e9:.1f} G multiply-adds/image -> {achieved:.1f} GFLOP/s wall = "
-      f"{achieved / peak:.1%} of the matmul rate; per CPU-second {achieved_cpu:.1f} = {achieved_cpu / peak_cpu:.1%}")
-done({"bench": "matmul_peak", "sgemm_gflops": peak, "sgemm_gflops_cpu": peak_cpu, "model_gflops": achieved,
-      "model_gflops_cpu": achieved_cpu, "fraction": achieved / peak, "fraction_cpu": achieved_cpu / peak_cpu})
+def derived(medians: dict[str, float], args) -> dict[str, float]:
+    sgemm = 2 * args.n ** 3 / medians[SGEMM] / 1e9
+    model = 2 * args.macs * args.batch / medians[MODEL] / 1e9
+    return {"sgemm GFLOP/s": sgemm, "detector GFLOP/s": model, "detector / sgemm rate": model / sgemm}
+
+
+def add_arguments(p) -> None:
+    add_model_arguments(p)
+    p.add_argument("--n", type=int, default=2048)
+
+
+BENCH = Bench("matmul_peak", __doc__, variants=variants, derived=derived, add_arguments=add_arguments,
+              quick={"model": "retinanet_spinenet49_tiny", "image_size": 128, "n": 512})
+
+if __name__ == "__main__":
+    main(BENCH)

@@ -1,55 +1,35 @@
-"""Time scaledet's ``retinanet_resnet50_fpn`` against torchvision's in one process.
+"""scaledet's retinanet_resnet50_fpn against torchvision's, same weights, same input, paired.
 
-Both models have the same architecture and weights (ours converted from torchvision's). Measured:
-- inference, batch 1: model forward + post-processing (torchvision: its whole ``model(images)``,
-  including its normalisation and resize, which is a no-op at this size) under
-  ``torch.inference_mode``, after warm-up, median over ``--iters`` (the two models alternate);
-- one training step, batch 2: forward + loss + backward + SGD step with the same random targets
-  (both from scratch: trainable BatchNorm, all stages trained).
+Both models have the same architecture and weights (ours converted from torchvision's).
 
-    python benchmarks/bench_retinanet_vs_torchvision.py --size 640 --iters 5 --threads 1
+``--part inference`` (batch 1, 640 x 640):
+- *torchvision*: its whole ``model([image])`` (its normalisation, resize - a no-op size here -
+  network and post-processing) under ``torch.inference_mode``;
+- *scaledet deploy*: ``optimized_for_inference()`` (BatchNorm folded, channels-last), forward +
+  post-processing on the normalised image;
+- *scaledet predict*: the plain Python API, ``model.eval().predict(image, image_size=640)`` on
+  the decoded uint8 image (pre-processing, network, post-processing, detections in image pixels).
 
-On a machine shared with other jobs use ``--threads 1``: with more threads than idle cores the
-timings are dominated by whichever model loses the scheduling race.
+``--part training`` (batch 2): one step = forward + loss + backward + SGD step with the same
+random targets, both from scratch (trainable BatchNorm, all stages). torchvision runs as its
+reference recipe does (``torch.optim.SGD`` defaults, NCHW); scaledet runs as its trainer does
+(channels-last, the trainer's optimiser construction).
+
+    python benchmarks/bench_retinanet_vs_torchvision.py --part inference
+    python benchmarks/bench_retinanet_vs_torchvision.py --part training
 """
 from __future__ import annotations
-
-import argparse
-import statistics
-import time
-from typing import Callable
 
 import torch
 import torchvision
 
+from _harness import Bench, Ratio, main
 from scaledet.models.convert import torchvision_retinanet_checkpoint
 from scaledet.registry import create_model
+from scaledet.utils.benchmark import random_targets
 
-
-def median_seconds(fn_a: Callable[[], object], fn_b: Callable[[], object], iters: int,
-                   warmup: int) -> tuple[float, float]:
-    """Median wall time of each function; calls alternate so load changes hit both alike."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(iters):
-        for fn, bucket in zip((fn_a, fn_b), times):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
-
-
-def random_targets(batch: int, size: int, num_classes: int, generator: torch.Generator) -> list[dict]:
-    targets = []
-    for _ in range(batch):
-        xy = torch.rand(5, 2, generator=generator) * size * 0.7
-        wh = 16 + torch.rand(5, 2, generator=generator) * size * 0.3
-        boxes = torch.cat([xy, (xy + wh).clamp(max=size)], dim=1)
-        labels = torch.randint(1, num_classes, (5,), generator=generator)
-        targets.append({"boxes": boxes, "labels": labels})
-    return targets
+TV, DEPLOY, PREDICT = "torchvision inference", "scaledet deploy inference", "scaledet predict"
+TV_TRAIN, TRAIN = "torchvision train step", "scaledet train step"
 
 
 def build_pair(size: int, train: bool):
@@ -63,43 +43,49 @@ def build_pair(size: int, train: bool):
     return tv, ours
 
 
-def bench_inference(size: int, iters: int, warmup: int, optimize: bool = True) -> tuple[float, float]:
+def inference_variants(size: int) -> dict:
     tv, ours = build_pair(size, train=False)
     tv.eval()
     ours.eval()
-    image = torch.rand(3, size, size)
+    image_u8 = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    image = image_u8.float() / 255
     mean = torch.tensor(ours.pixel_mean)[:, None, None]
     std = torch.tensor(ours.pixel_std)[:, None, None]
+    deploy = ours.optimized_for_inference()
 
     def run_tv():
         with torch.inference_mode():
             return tv([image])
 
-    # Our deployment path: BatchNorm folded into the convolutions and channels-last memory
-    # (Detector.optimized_for_inference); the same weights, so the same detections.
-    fast = ours.optimized_for_inference() if optimize else ours
-
-    def run_ours():
+    def run_deploy():
         with torch.inference_mode():
-            x = ((image - mean) / std)[None]
-            if optimize:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return fast.postprocess(fast(x), [(size, size)])
+            x = ((image - mean) / std)[None].contiguous(memory_format=torch.channels_last)
+            return deploy.postprocess(deploy(x), [(size, size)])
 
-    return median_seconds(run_tv, run_ours, iters, warmup)
+    def run_predict():
+        return ours.predict(image_u8, image_size=size)
+
+    return {TV: run_tv, DEPLOY: run_deploy, PREDICT: run_predict}
 
 
-def bench_training(size: int, iters: int, warmup: int) -> tuple[float, float]:
+def training_variants(size: int, batch: int = 2) -> dict:
+    from scaledet.engine.trainer import build_optimizer
+    from scaledet.config import load_config
+
     tv, ours = build_pair(size, train=True)
     tv.train()
     ours.train()
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(2, 3, size, size, generator=generator)
-    targets = random_targets(2, size, 91, generator)
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    targets = random_targets(batch, size, 91, seed=0)
+    for t in targets:
+        t["labels"] = t["labels"].clamp(min=1)  # torchvision reserves 0 for the background
     mean = torch.tensor(ours.pixel_mean)[:, None, None]
     std = torch.tensor(ours.pixel_std)[:, None, None]
     tv_opt = torch.optim.SGD(tv.parameters(), lr=1e-3, momentum=0.9)
-    our_opt = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9)
+    cfg = load_config(None, ["optim.lr=0.001", "optim.momentum=0.9", "optim.weight_decay=0.0"])
+    our_opt = build_optimizer(ours, cfg)
+    ours.to(memory_format=torch.channels_last)  # as the trainer runs it (train.channels_last)
+    device = next(ours.parameters()).device
 
     def step_tv():
         losses = tv(list(images), targets)
@@ -108,40 +94,36 @@ def bench_training(size: int, iters: int, warmup: int) -> tuple[float, float]:
         loss.backward()
         tv_opt.step()
 
-    ours.to(memory_format=torch.channels_last)  # as the trainer runs it (train.channels_last)
-
     def step_ours():
-        x = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
-        loss = ours.loss(ours(x), targets, [(size, size)] * 2)["loss"]
-        our_opt.zero_grad()
+        our_opt.zero_grad(set_to_none=True)
+        x = ((images - mean) / std).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        loss = ours.loss(ours(x), targets, [(size, size)] * batch)["loss"]
         loss.backward()
         our_opt.step()
 
-    return median_seconds(step_tv, step_ours, iters, warmup)
+    return {TV_TRAIN: step_tv, TRAIN: step_ours}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=640)
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--eager-too", action="store_true", help="also time our model without BN folding")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.size}x{args.size}, median of {args.iters} after {args.warmup} warm-up")
-    rows = [("inference, batch 1", *bench_inference(args.size, args.iters, args.warmup))]
-    if args.eager_too:
-        rows.append(("  eager, unfused", *bench_inference(args.size, args.iters, args.warmup, optimize=False)))
-    if not args.skip_training:
-        rows.append(("train step, batch 2", *bench_training(args.size, args.iters, args.warmup)))
-    print(f"{'':22s}{'torchvision s':>14s}{'scaledet s':>12s}{'ours/tv':>9s}")
-    for name, tv_s, our_s in rows:
-        print(f"{name:22s}{tv_s:14.3f}{our_s:12.3f}{our_s / tv_s:9.2f}")
+def variants(args) -> dict:
+    built = {}
+    if args.part in ("inference", "both"):
+        built.update(inference_variants(args.size))
+    if args.part in ("training", "both"):
+        built.update(training_variants(args.size))
+    return built
 
+
+def add_arguments(p) -> None:
+    p.add_argument("--part", choices=["inference", "training", "both"], default="both")
+    p.add_argument("--size", type=int, default=640)
+
+
+BENCH = Bench(
+    "retinanet_vs_torchvision", __doc__, variants=variants, add_arguments=add_arguments,
+    ratios=[Ratio("deploy inference / torchvision", DEPLOY, TV, 0.75),
+            Ratio("plain predict / torchvision", PREDICT, TV, 0.85),
+            Ratio("train step / torchvision", TRAIN, TV_TRAIN, 0.85)],
+    quick={"size": 128})
 
 if __name__ == "__main__":
-    main()
+    main(BENCH)

@@ -1,17 +1,16 @@
 """Training throughput (images/s) of `scaledet train` with 1 and N processes (torchrun, gloo/CPU).
 
     python benchmarks/bench_train_throughput.py [--model retinanet_spinenet49_tiny] [--image-size 128]
-        [--batch-size 2] [--steps 12] [--procs 1,2] [--sync-bn] [--threads N] [--device cpu]
+        [--batch-size 2] [--steps 12] [--procs 1,2] [--sync-bn] [--threads 2] [--device cpu]
 
 Weak scaling: every process trains ``--batch-size`` images per step, so N processes train a global
-batch N times larger. Each process gets cores // N intra-op threads (or ``--threads``), so 1
-process may use every core. The figure is the median of the per-step images/s rank 0 logs (global images per second)
+batch N times larger. Each process gets ``--threads // N`` intra-op threads, so 1 process uses
+all ``--threads``. The figure is the median of the per-step images/s rank 0 logs (global images per second)
 after the first two steps; start-up and the final evaluation are left out. On a shared machine
 the processes compete with anything else running: compare runs made back to back.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import statistics
@@ -21,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _harness import Bench, main
 from scaledet.config import load_config, save_config
 from scaledet.data.synthetic import make_synthetic_coco
 
@@ -48,7 +48,7 @@ def run(procs: int, cfg: Path, out: Path, args) -> tuple[float, float]:
         cmd = [sys.executable, *train]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", *train]
-    threads = args.threads or max(1, (os.cpu_count() or 1) // procs)
+    threads = max(1, args.threads // procs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     began = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -60,35 +60,35 @@ def run(procs: int, cfg: Path, out: Path, args) -> tuple[float, float]:
     return statistics.median(rates), wall
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="retinanet_spinenet49_tiny")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=2, help="per process")
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--procs", default="1,2", help="comma-separated process counts")
-    parser.add_argument("--sync-bn", action="store_true")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op threads per process (default: cores // processes)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    args = parser.parse_args()
+def figures(args) -> dict[str, float]:
+    """One training run per process count (each its own processes); images/s and speed-up."""
     if args.steps < 4:
-        parser.error("--steps must be at least 4 (the first two are warm-up)")
+        raise SystemExit("--steps must be at least 4 (the first two are warm-up)")
+    out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         work = Path(tmp)
         cfg = write_config(work, args)
-        rows = []
+        base = None
         for procs in (int(p) for p in args.procs.split(",")):
-            rate, wall = run(procs, cfg, work / f"run{procs}", args)
-            rows.append((procs, procs * args.batch_size, rate, wall))
-    base = rows[0][2]
-    print(f"{args.model} @{args.image_size}px, {args.batch_size} images/step/process, {args.steps} steps, "
-          f"device {args.device}, {os.cpu_count()} cores, threads/process "
-          f"{args.threads or 'cores // processes'}, sync_bn={args.sync_bn}")
-    print(f"{'processes':>9} {'global batch':>12} {'images/s':>9} {'speed-up':>8} {'wall s':>7}")
-    for procs, batch, rate, wall in rows:
-        print(f"{procs:>9} {batch:>12} {rate:>9.2f} {rate / base:>8.2f} {wall:>7.1f}")
+            rate, _wall = run(procs, cfg, work / f"run{procs}", args)
+            base = base or rate
+            out[f"images/s, {procs} process(es)"] = rate
+            out[f"speed-up, {procs} process(es)"] = rate / base
+    return out
 
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default="retinanet_spinenet49_tiny")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=2, help="per process")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--procs", default="1,2", help="comma-separated process counts")
+    p.add_argument("--sync-bn", action="store_true")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+
+BENCH = Bench("train_throughput", __doc__, figures=figures, add_arguments=add_arguments,
+              quick={"steps": 4, "image_size": 64})
 
 if __name__ == "__main__":
-    main()
+    main(BENCH)

@@ -149,7 +149,7 @@ def drop_connect(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
         return x
     keep = 1.0 - rate
     mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-    return x * mask / keep
+    return x * mask.div_(keep)  # scale the [B,1,1,1] mask, not the branch: one pass over x instead of two
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:

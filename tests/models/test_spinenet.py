@@ -263,3 +263,15 @@ def test_forwards_to_requires_kwargs():
     with pytest.raises(TypeError, match="no \\*\\*kwargs"):
         register_model(forwards_to=scaledet.create_model)(builder_without_kwargs)
     assert "builder_without_kwargs" not in scaledet.list_models()
+
+
+def test_drop_connect_drops_or_rescales_whole_samples():
+    from scaledet.models.common import drop_connect
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 3, 4, 4)
+    out = drop_connect(x, 0.25, training=True)
+    dropped = (out == 0).flatten(1).all(dim=1)
+    assert 20 < int(dropped.sum()) < 80  # about a quarter of the samples
+    torch.testing.assert_close(out[~dropped], x[~dropped] / 0.75)
+    assert drop_connect(x, 0.25, training=False) is x
