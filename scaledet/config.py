@@ -100,6 +100,7 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()  # regexes of parameter names not trained
     max_nonfinite: int = 5  # consecutive non-finite losses tolerated before stopping
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and GPU (tensor cores)
+    retain_freed_memory: bool = True  # CPU: malloc keeps freed memory, no page faults per step (utils/memory.py)
 
 
 @dataclass(frozen=True)

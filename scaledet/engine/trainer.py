@@ -169,6 +169,10 @@ class Trainer:
         if self.info.enabled:
             model.distribute_loss_normalizer(functools.partial(all_reduce_sum, info=self.info), self.info.world)
         model.to(self.device)
+        if cfg.train.retain_freed_memory and self.device.type == "cpu":
+            from scaledet.utils.memory import retain_freed_memory
+
+            retain_freed_memory()
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
