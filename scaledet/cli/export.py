@@ -8,6 +8,7 @@ EXAMPLE = """  scaledet export --checkpoint runs/demo/best.pt --output model.onn
   scaledet export --checkpoint runs/coco/last.pt --output model.onnx --image-size 640 --dynamic-batch
   scaledet export --model retinanet_spinenet49_tiny --num-classes 3 --output tiny.onnx --image-size 256
   scaledet predict --backend onnxruntime --model model.onnx photos/ --output predictions/
+  scaledet export --checkpoint runs/demo/last.pt --output model_int8.onnx --int8 --calibration runs/demo/config.yaml
 
 The graph takes normalised, zero-padded images [B,3,S,S] and image_sizes [B,2] (int64) and returns
 boxes [B,K,4], scores [B,K], labels [B,K] (-1 = empty), num_detections [B] (and mask [B,S,S] for
@@ -33,6 +34,16 @@ def add_parser(subparsers) -> None:
                    help="keep BatchNorm as separate nodes (default: folded into the convolutions)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the ONNX Runtime vs PyTorch check after export")
+    q = p.add_argument_group("int8 (static quantisation with ONNX Runtime, QDQ; NMS stays fp32)")
+    q.add_argument("--int8", action="store_true", help="write an int8 model (needs --calibration)")
+    q.add_argument("--calibration", metavar="DIR_OR_CONFIG",
+                   help="calibration images: a folder, or a YAML config whose training split is read")
+    q.add_argument("--calibration-images", type=int, default=32, help="images used to calibrate (default 32)")
+    q.add_argument("--int8-tolerance", type=float, default=0.01,
+                   help="largest relative noise of the network outputs before layers fall back to fp32 "
+                        "(default 0.01 = 20 dB SQNR)")
+    q.add_argument("--int8-max-fallback", type=int, default=6,
+                   help="most layer groups kept in fp32 by the sensitivity pass (0: quantise all; default 6)")
     p.set_defaults(func=run)
 
 
@@ -59,9 +70,30 @@ def run(args) -> int:
         if model.postprocessor is None:
             raise UsageError(f"{model.model_name} has no post-processor to set a score threshold on")
         model.postprocessor.score_threshold = args.score_threshold
+    if args.int8 or args.calibration:
+        return _run_int8(args, model, image_size)
     path = export_onnx(model, args.output, image_size=image_size, batch_size=args.batch_size,
                        dynamic_batch=args.dynamic_batch, opset=args.opset, fuse_bn=args.fuse_bn, verify=args.verify)
     batch = "dynamic batch" if args.dynamic_batch else f"batch {args.batch_size}"
     checked = "checked against PyTorch with ONNX Runtime" if args.verify else "not checked (--no-verify)"
     print(f"wrote {path} ({image_size}x{image_size}, {batch}, {path.stat().st_size / 1e6:.1f} MB); {checked}")
+    return 0
+
+
+def _run_int8(args, model, image_size: int) -> int:
+    from scaledet.export.quantize import check_calibration_source, export_int8, sqnr_db
+
+    if not (args.int8 and args.calibration):
+        raise ValueError("--int8 and --calibration DIR_OR_CONFIG go together")
+    check_calibration_source(args.calibration)
+    if args.dynamic_batch or not args.fuse_bn:
+        raise ValueError("--int8 exports a fixed batch with BatchNorm folded (drop --dynamic-batch / --no-fuse-bn)")
+    path, report = export_int8(model, args.output, image_size=image_size, calibration=args.calibration,
+                               batch_size=args.batch_size, opset=args.opset, verify=args.verify,
+                               num_calibration=args.calibration_images, tolerance=args.int8_tolerance,
+                               max_fallback=args.int8_max_fallback)
+    kept = ", ".join(report.fp32_groups) or "none"
+    print(f"wrote {path} (int8 QDQ, {image_size}x{image_size}, batch {args.batch_size}, "
+          f"{path.stat().st_size / 1e6:.1f} MB): {report.quantized_nodes} nodes int8, groups kept fp32: {kept}; "
+          f"network output SQNR {sqnr_db(report.output_error):.1f} dB on {report.probe_images} calibration images")
     return 0
