@@ -37,12 +37,26 @@ def describe(name: str, image_size: int | None = None, num_classes: int | None =
     with torch.device("meta"):
         model = create_model(name, **kwargs)
     size = image_size or model.default_image_size
-    info = {"model": name, "image_size": size, "num_classes": model.num_classes, "params": count_params(model)}
+    info = {"model": name, "image_size": size, "num_classes": model.num_classes, "params": count_params(model),
+            "eval_resize": eval_resize(model)}
     if count_mult_adds:
         info["macs"] = count_macs(model, size, device="meta")
     info["anchors"] = model.num_anchors(size, size)
     info["levels"] = [{"level": f.level, "stride": f.stride, "channels": f.channels} for f in model.feature_info]
     return info
+
+
+def eval_resize(model) -> str:
+    """How predict and eval resize an image by default (the size a user must know to get speed
+    or accuracy figures comparable with other libraries)."""
+    from scaledet.data.transforms import EvalTransform
+    from scaledet.engine.inference import eval_transform_for
+
+    size = model.default_image_size
+    if isinstance(eval_transform_for(model), EvalTransform):
+        return (f"long side resized to {size} px, aspect kept (smaller images are upscaled); "
+                f"change with predict(..., image_size=N) or --image-size")
+    return f"resized to {size}x{size} px; change with predict(..., image_size=N) or --image-size"
 
 
 def run(args) -> int:
@@ -58,6 +72,7 @@ def run(args) -> int:
         return 0
     print(f"model       {info['model']}")
     print(f"input       {info['image_size']}x{info['image_size']}, {info['num_classes']} classes")
+    print(f"eval input  {info['eval_resize']}")
     print(f"params      {info['params']:,} ({info['params'] / 1e6:.2f} M)")
     print(f"mult-adds   {info['macs']:,} ({info['macs'] / 1e9:.2f} B)")
     print(f"anchors     {info['anchors']:,}")

@@ -105,6 +105,16 @@ def test_python_predict_accepts_paths_pil_numpy_and_tensors(trained_run):
     assert (ref["boxes"][:, 2] <= pil.width).all() and (ref["boxes"][:, 3] <= pil.height).all()
 
 
+def test_info_says_how_predict_resizes(capsys):
+    """retinanet_resnet50_fpn evaluates at a 1024 long side (torchvision's COCO scale), so a
+    640 px image is upscaled: info must say so, and what changes it."""
+    assert main(["info", "retinanet_resnet50_fpn", "--json"]) == 0
+    resize = json.loads(capsys.readouterr().out)["eval_resize"]
+    assert "long side resized to 1024 px" in resize and "upscaled" in resize and "image_size" in resize
+    assert main(["info", "retinanet_resnet50_fpn", "--image-size", "640", "--json"]) == 0
+    assert "640 px" in json.loads(capsys.readouterr().out)["eval_resize"]
+
+
 def test_info_reports_blitznet_default_boxes(capsys):
     assert main(["info", "blitznet300_r50", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["anchors"] == 45_390

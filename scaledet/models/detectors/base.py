@@ -106,19 +106,6 @@ class Detector(nn.Module):
             return image_sizes.to(images.device)
         return torch.tensor([list(s) for s in image_sizes], device=images.device)
 
-    def inference_network(self) -> nn.Module:
-        """The network ``predict`` runs. For an eval-mode model (and ``fuse_for_predict``): a copy
-        with BatchNorm folded into the convolutions, in channels-last memory on CPU (where the
-        convolution kernels prefer it), made on first use and remade whenever a parameter or
-        buffer changes (see ``scaledet.export.fuse.weights_fingerprint``). It costs one more set of
-        weights in memory. A training-mode model (whose weights are about to change) runs as it is."""
-        if self.training or not self.fuse_for_predict:
-            return self
-        from scaledet.export.fuse import cached_inference_copy
-
-        param = next(self.parameters(), None)
-        return cached_inference_copy(self, channels_last=param is not None and param.device.type == "cpu")
-
     def optimized_for_inference(self, *, fuse_bn: bool = True, channels_last: bool = True) -> "Detector":
         """An eval-mode copy for deployment: BatchNorm folded into convolutions (shared heads with
         per-level BN are un-shared into one folded conv per level) and channels-last memory,
@@ -128,6 +115,7 @@ class Detector(nn.Module):
         model = fuse_conv_bn(self) if fuse_bn else copy.deepcopy(self).eval()
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
+        model.fuse_for_predict = False  # already what predict's cached copy would be
         return model
 
     def inference_network(self) -> nn.Module:

@@ -89,6 +89,11 @@ def create_resnet_fpn_retinanet(name: str, **overrides) -> RetinaNet:
     return build_resnet_fpn_retinanet(recipe, **retina_kwargs)
 
 
+# image_size: torchvision resizes the short side to 800 (long side <= 1333), upscaling smaller
+# images; our pipeline sets the long side, and 1024 gives COCO's typical 640 x 480 images about
+# torchvision's scale (1024 x 768 against its 1067 x 800), at which its COCO weights keep their
+# accuracy. A 640 x 640 image is therefore upscaled to 1024 x 1024 (torchvision: 800 x 800);
+# predict(..., image_size=640) runs it at its own size. `scaledet info` prints this.
 @register_model(forwards_to=(ResNetFPNRetinaNet, build_retinanet))
 def retinanet_resnet50_fpn(**kwargs) -> RetinaNet:
     return create_resnet_fpn_retinanet("retinanet_resnet50_fpn", **kwargs)
