@@ -56,12 +56,12 @@ class IoUMatcher:
         has_overlap = gt_best_iou > 0  # a degenerate box must not grab every anchor
         if self.low_quality == "force_best_anchor":
             num_gt = iou.shape[0]
-            chosen = torch.zeros_like(iou, dtype=torch.bool)
             rows = torch.arange(num_gt, device=iou.device)[has_overlap]
-            chosen[rows, gt_best_anchor[has_overlap]] = True
-            forced = chosen.any(dim=0)
-            first_gt = chosen.int().argmax(dim=0)  # argmax returns the first maximum: lowest index
-            return torch.where(forced, first_gt, matches)
+            # per anchor, the lowest ground-truth index that chose it (num_gt: none did); touches
+            # the G chosen anchors instead of a G x A mask
+            first_gt = torch.full_like(matches, num_gt).scatter_reduce_(0, gt_best_anchor[has_overlap], rows,
+                                                                       reduce="amin")
+            return torch.where(first_gt < num_gt, first_gt, matches)
         tied = (iou == gt_best_iou[:, None]) & has_overlap[:, None]
         return torch.where(tied.any(dim=0), best_gt, matches)
 
