@@ -3,7 +3,7 @@
     python benchmarks/run_all.py                      # the full set, 2 threads (about an hour, idle machine)
     python benchmarks/run_all.py --quick              # smoke test: tiny models, 2 processes x 2 iterations
     python benchmarks/run_all.py --only onnxruntime,int8 --threads 1
-    python benchmarks/run_all.py --update-docs        # also put the table into docs/PERFORMANCE.md
+    python benchmarks/run_all.py --update-docs        # also put the table into docs/PERFORMANCE.md, targets into README
 
 Each benchmark runs its own processes (``_harness``: 3 processes x at least 5 paired iterations
 by default) and reports medians with their min-max over processes. The table carries the date,
@@ -23,7 +23,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parent / "docs" / "PERFORMANCE.md"
-DOC_BEGIN, DOC_END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
+README = HERE.parent / "README.md"
+DOC_BEGIN, DOC_END = "<!-- run_all:begin -->", "<!-- run_all:end -->"  # the full table
+README_BEGIN, README_END = "<!-- run_all:targets:begin -->", "<!-- run_all:targets:end -->"  # targets only
 
 # name -> (script, arguments). The order is the table's.
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
@@ -106,13 +108,26 @@ def markdown(meta: dict, records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_docs(table: str) -> None:
-    text = DOC.read_text()
-    if DOC_BEGIN not in text or DOC_END not in text:
-        raise SystemExit(f"{DOC}: markers {DOC_BEGIN} / {DOC_END} not found")
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    DOC.write_text(f"{head}{DOC_BEGIN}\n{table}{DOC_END}{tail}")
+def targets(meta: dict, records: list[dict]) -> str:
+    """The figures that have targets, as ranges, with where and when they were measured."""
+    lines = [f"Measured {meta['date']}, {meta['cpu_model']}, {meta['threads']} thread(s): median (min-max) over "
+             f"{meta['invocations']} processes, ratios of paired iterations; all figures in docs/PERFORMANCE.md "
+             f"(`python benchmarks/run_all.py`).", "", "| figure | median | min-max | target |", "|---|---|---|---|"]
+    for r in records:
+        for name, entry in r.get("ratios", {}).items():
+            if entry.get("target") is not None:
+                med, rng = _range(entry["wall"], 2)
+                lines.append(f"| {name} | {med}x | {rng} | <= {entry['target']} ({'met' if entry['met'] else 'not met'}) |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(path: Path, begin: str, end: str, content: str) -> None:
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: markers {begin} / {end} not found")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{content}{end}{tail}")
 
 
 def main() -> None:
@@ -124,7 +139,8 @@ def main() -> None:
     p.add_argument("--invocations", type=int, default=None, help="override each benchmark's process count")
     p.add_argument("--iters", type=int, default=None, help="override each benchmark's paired iterations")
     p.add_argument("--output-dir", default=str(HERE / "results"))
-    p.add_argument("--update-docs", action="store_true", help=f"write the table into {DOC.name}")
+    p.add_argument("--update-docs", action="store_true",
+                   help=f"write the table into docs/{DOC.name} and the targets into {README.name}")
     args = p.parse_args()
     chosen = {**BENCHMARKS, **(OPTIONAL if args.all else {})}
     if args.only:
@@ -153,8 +169,9 @@ def main() -> None:
     print(table)
     print(f"wrote {out_dir / 'latest.md'} and {out_dir / 'latest.json'}")
     if args.update_docs:
-        update_docs(table)
-        print(f"updated {DOC}")
+        replace_block(DOC, DOC_BEGIN, DOC_END, table)
+        replace_block(README, README_BEGIN, README_END, targets(meta, records))
+        print(f"updated {DOC} and {README}")
     if any("failed" in r for r in records):
         sys.exit("some benchmarks failed: " + ", ".join(r["bench"] for r in records if "failed" in r))
 
