@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
     q = p.add_argument_group("int8 (static quantisation with ONNX Runtime, QDQ; NMS stays fp32)")
     q.add_argument("--int8", action="store_true", help="write an int8 model (needs --calibration)")
     q.add_argument("--calibration", metavar="DIR_OR_CONFIG",
-                   help="calibration images: a folder, or a YAML config whose training split is read")
+                   help="calibration images: a folder, or a config (YAML file or packaged name) whose "
+                        "training split is read")
     q.add_argument("--calibration-images", type=int, default=32, help="images used to calibrate (default 32)")
     q.add_argument("--int8-tolerance", type=float, default=0.01,
                    help="largest relative noise of the network outputs before layers fall back to fp32 "

@@ -76,16 +76,24 @@ class Int8Report:
 # ---------------------------------------------------------------------------------------- calibration
 
 def check_calibration_source(source: str | Path) -> Path:
-    """``source`` as a path if it can name calibration images (a folder or a YAML config)."""
-    source = Path(source)
-    if not (source.is_dir() or (source.is_file() and source.suffix.lower() in (".yaml", ".yml"))):
-        raise QuantizationError(f"{source}: --calibration needs a folder of images or a YAML config")
-    return source
+    """``source`` as a folder or a config file (a YAML path or a packaged config name)."""
+    from scaledet.configs import resolve_config
+
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if not (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
+        try:
+            return resolve_config(source)
+        except FileNotFoundError:
+            pass
+    raise QuantizationError(f"{source}: --calibration needs a folder of images or a config "
+                            f"(a YAML file or a packaged config name)")
 
 
 def calibration_items(source: str | Path, limit: int) -> list:
     """Up to ``limit`` images (paths or uint8 tensors), evenly spread over ``source``: a folder of
-    images, or a YAML config whose training split is read (without augmentation)."""
+    images, or a config whose training split is read (without augmentation)."""
     source = check_calibration_source(source)
     if source.is_dir():
         found = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

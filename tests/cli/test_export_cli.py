@@ -98,7 +98,7 @@ def test_export_from_registered_name_with_dynamic_batch(capsys, tmp_path):
     (["--opset", "7"], "opset 7 is not supported"),
     (["--batch-size", "0"], "batch size must be at least 1"),
     (["--int8"], "--int8 and --calibration DIR_OR_CONFIG go together"),
-    (["--int8", "--calibration", "no/such/folder"], "no/such/folder: --calibration needs a folder of images or a"),
+    (["--int8", "--calibration", "no/such/folder"], "no/such/folder: --calibration needs a folder of images or a config"),
     (["--int8", "--calibration", ".", "--dynamic-batch"], "--int8 exports a fixed batch"),
 ])
 def test_bad_options_give_one_line_errors(capsys, tmp_path, checkpoint, args, message):

@@ -37,9 +37,9 @@ def test_calibration_from_a_config_reads_its_training_images(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing", "needs a folder of images or a YAML config"),
+    (lambda p: p / "missing", "needs a folder of images or a config"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "no images"),
-    (lambda p: (p / "m.onnx").write_text("x") and p / "m.onnx", "needs a folder of images or a YAML config"),
+    (lambda p: (p / "m.onnx").write_text("x") and p / "m.onnx", "needs a folder of images or a config"),
 ])
 def test_bad_calibration_sources_are_refused(tmp_path, make, message):
     with pytest.raises(QuantizationError, match=message):
