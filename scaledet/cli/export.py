@@ -97,4 +97,7 @@ def _run_int8(args, model, image_size: int) -> int:
     print(f"wrote {path} (int8 QDQ, {image_size}x{image_size}, batch {args.batch_size}, "
           f"{path.stat().st_size / 1e6:.1f} MB): {report.quantized_nodes} nodes int8, groups kept fp32: {kept}; "
           f"network output SQNR {sqnr_db(report.output_error):.1f} dB on {report.probe_images} calibration images")
+    if not report.within_tolerance:
+        print(f"warning: below the {sqnr_db(report.tolerance):.1f} dB tolerance even with {len(report.fp32_groups)} "
+              f"group(s) in fp32; measure its accuracy, or allow more with --int8-max-fallback")
     return 0
