@@ -85,10 +85,10 @@ def _run_int8(args, model, image_size: int) -> int:
     from scaledet.export.quantize import check_calibration_source, export_int8, sqnr_db
 
     if not (args.int8 and args.calibration):
-        raise ValueError("--int8 and --calibration DIR_OR_CONFIG go together")
+        raise UsageError("--int8 and --calibration DIR_OR_CONFIG go together")
     check_calibration_source(args.calibration)
     if args.dynamic_batch or not args.fuse_bn:
-        raise ValueError("--int8 exports a fixed batch with BatchNorm folded (drop --dynamic-batch / --no-fuse-bn)")
+        raise UsageError("--int8 exports a fixed batch with BatchNorm folded (drop --dynamic-batch / --no-fuse-bn)")
     path, report = export_int8(model, args.output, image_size=image_size, calibration=args.calibration,
                                batch_size=args.batch_size, opset=args.opset, verify=args.verify,
                                num_calibration=args.calibration_images, tolerance=args.int8_tolerance,

@@ -49,11 +49,8 @@ def describe(name: str, image_size: int | None = None, num_classes: int | None =
 def eval_resize(model) -> str:
     """How predict and eval resize an image by default (the size a user must know to get speed
     or accuracy figures comparable with other libraries)."""
-    from scaledet.data.transforms import EvalTransform
-    from scaledet.engine.inference import eval_transform_for
-
     size = model.default_image_size
-    if isinstance(eval_transform_for(model), EvalTransform):
+    if not model.input_spec.square:
         return (f"long side resized to {size} px, aspect kept (smaller images are upscaled); "
                 f"change with predict(..., image_size=N) or --image-size")
     return f"resized to {size}x{size} px; change with predict(..., image_size=N) or --image-size"

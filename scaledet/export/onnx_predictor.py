@@ -64,6 +64,22 @@ class OnnxPredictor:
         outputs = self.session.run(self.output_names, {name: feed[name] for name in self.input_names})
         return {name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)}
 
+    @property
+    def size_divisor(self) -> int:
+        return self.input_spec.size_divisor
+
+    def __call__(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """The evaluation loop's predictor interface (``scaledet.engine.evaluate.Predictor``):
+        a normalised batch in, the graph's fixed-size detections for those images out, run in
+        slices of the exported batch size."""
+        step = self.fixed_batch or images.shape[0]
+        parts = []
+        for start in range(0, images.shape[0], step):
+            chunk = images[start:start + step].cpu()
+            post = self.run(*self._padded_batch(chunk, list(image_sizes[start:start + step])))
+            parts.append({key: value[: chunk.shape[0]] for key, value in post.items()})
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
     def _padded_batch(self, images: torch.Tensor,
                       image_sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.default_image_size

@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 import torch
 
+from scaledet.errors import ExportError
 from scaledet.export.onnx import META_PREFIX, export_onnx, ort_session
 
 DEFAULT_OP_TYPES = ("Conv", "Relu", "Add", "MaxPool", "Resize", "Sigmoid", "Mul")
@@ -47,7 +48,7 @@ DEFAULT_MAX_FALLBACK = 6
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(ExportError):
     """The int8 model cannot be produced as asked."""
 
 
@@ -117,15 +118,15 @@ def graph_feeds(predictor, items: Sequence) -> list[dict[str, np.ndarray]]:
     """The graph inputs for each image, made as ``OnnxPredictor.predict`` makes them."""
     from scaledet.data.collate import collate
     from scaledet.data.images import to_rgb_tensor
-    from scaledet.engine.inference import eval_transform_for
+    from scaledet.data.input_spec import eval_transform
 
-    transform = eval_transform_for(predictor)
+    transform = eval_transform(predictor.input_spec)
     step = predictor.fixed_batch or 1
     feeds = []
     for start in range(0, len(items), step):
         collated = collate([transform(to_rgb_tensor(item)) for item in items[start:start + step]],
                            predictor.size_divisor)
-        images, sizes = predictor._padded_batch(collated)  # the same padding as predict
+        images, sizes = predictor._padded_batch(collated["images"], collated["image_sizes"])  # as predict pads
         feed = {"images": images.numpy(), "image_sizes": sizes.numpy()}
         feeds.append({name: feed[name] for name in predictor.input_names})
     return feeds
