@@ -18,6 +18,13 @@ The output holds {"model", "model_name": "retinanet_resnet50_fpn",
 class indices stay torchvision's (COCO category ids, 0 = unused background).
 """
 
+TF_EXAMPLE = """\
+examples:
+  scaledet convert tf-retinanet spinenet49/ckpt-1000 spinenet49.pt --model retinanet_spinenet49 --layout tf2
+  scaledet convert tf-retinanet model_dir/model.ckpt-250000 49s.pt --model retinanet_spinenet49s --layout tpu
+  scaledet eval retinanet_spinenet49s_coco --checkpoint 49s.pt --set data.root=/data/coco
+"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from scaledet.cli.main import add_common_arguments
@@ -44,6 +51,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tv.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     tv.set_defaults(func=run_torchvision_retinanet)
 
+    tf = kinds.add_parser(
+        "tf-retinanet", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TF_EXAMPLE,
+        help="TensorFlow SpineNet / NAS-FPN RetinaNet checkpoint (tensorflow/tpu or TF2 Model Garden) -> "
+             "scaledet checkpoint",
+        description="Convert a TensorFlow RetinaNet checkpoint (no TensorFlow needed) into a scaledet checkpoint "
+                    "that computes what the TF code computes: every variable is mapped by the model's "
+                    "structure, the arithmetic options of the TF code (padding, down path, BN, box convention) "
+                    "are recorded with it, and eval/predict/export/train rebuild the model from it alone. "
+                    "See docs/CONVERT.md.")
+    add_common_arguments(tf)
+    tf.add_argument("input", type=Path, help="TF checkpoint: prefix (e.g. model.ckpt-1000), its .index file, or "
+                                             "a directory holding one checkpoint")
+    tf.add_argument("output", type=Path, help="scaledet checkpoint to write")
+    tf.add_argument("--model", required=True, help="registered model, e.g. retinanet_spinenet49 or "
+                                                    "retinanet_nasfpn_r50")
+    tf.add_argument("--layout", required=True, choices=("tf2", "tpu"),
+                    help="tf2: TF2 Model Garden (tf-models-official); tpu: the tensorflow/tpu detection code")
+    tf.add_argument("--classes", default="coco80", choices=("coco80", "all"),
+                    help="class channels kept (channel c = COCO category id c): coco80 the 80 COCO 2017 "
+                         "categories (default), all every channel but the background")
+    tf.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="further create_model argument (YAML value), e.g. filter_size_scale=0.12; repeatable")
+    tf.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    tf.set_defaults(func=run_tf_retinanet)
+
 
 def run_torchvision_retinanet(args: argparse.Namespace) -> int:
     import torch
@@ -63,4 +95,15 @@ def run_torchvision_retinanet(args: argparse.Namespace) -> int:
     torch.save(checkpoint, args.output)
     print(f"wrote {args.output}: retinanet_resnet50_fpn, {checkpoint['model_args']['num_classes']} classes, "
           f"{len(checkpoint['model'])} tensors")
+    return 0
+
+
+def run_tf_retinanet(args: argparse.Namespace) -> int:
+    from scaledet.convert.tf_retinanet import convert_tf_retinanet, parse_model_arg
+
+    model_args = dict(parse_model_arg(text) for text in args.arg)
+    checkpoint = convert_tf_retinanet(args.input, args.output, args.model, args.layout, model_args=model_args,
+                                      classes=args.classes, force=args.force)
+    print(f"wrote {args.output}: {args.model} ({args.layout} layout), {len(checkpoint['class_names'])} classes, "
+          f"{checkpoint['converted_from']['tf_variables']} TF variables -> {len(checkpoint['model'])} tensors")
     return 0

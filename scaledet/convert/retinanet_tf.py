@@ -153,23 +153,36 @@ class _Tf1Scope:
             self.conv_bn(layer)
 
 
-def _head_permutations(head: RetinaHead, aspect_ratios: Sequence[float], tf_aspect_ratios: Sequence[float]):
+def _head_permutations(head: RetinaHead, aspect_ratios: Sequence[float], tf_aspect_ratios: Sequence[float],
+                       class_channels: Sequence[int] | None, tf_num_classes: int | None):
     num_scales, remainder = divmod(head.num_anchors, len(aspect_ratios))
     if remainder:
         raise MappingError(f"the head has {head.num_anchors} anchors per location, not a multiple of "
                            f"{len(aspect_ratios)} aspect ratios")
-    cls = predictor_permutation(num_scales, aspect_ratios, tf_aspect_ratios, head.num_classes)
+    if class_channels is None:
+        cls = predictor_permutation(num_scales, aspect_ratios, tf_aspect_ratios, head.num_classes)
+    else:
+        # A selection of TF's class channels: both TF codes drop channel 0 (the background) after
+        # the sigmoid, and COCO's unused ids may go too (docs/reference/TF_ARITHMETIC.md §4).
+        if len(class_channels) != head.num_classes:
+            raise MappingError(f"{len(class_channels)} class channels are kept, but the head has "
+                               f"{head.num_classes} classes")
+        cls = predictor_permutation(num_scales, aspect_ratios, tf_aspect_ratios, tf_num_classes, class_channels)
     box = predictor_permutation(num_scales, aspect_ratios, tf_aspect_ratios, 4, TF_BOX_ORDER_TO_OURS)
     return cls, box
 
 
 def tpu_retinanet_mapping(backbone: SpineNet, head: RetinaHead, *,
                           aspect_ratios: Sequence[float] = TPU_ASPECT_RATIOS,
-                          tf_aspect_ratios: Sequence[float] = TPU_ASPECT_RATIOS) -> dict[str, Assignment]:
+                          tf_aspect_ratios: Sequence[float] = TPU_ASPECT_RATIOS,
+                          class_channels: Sequence[int] | None = None,
+                          tf_num_classes: int | None = None) -> dict[str, Assignment]:
     """TF variable name -> assignment for a tensorflow/tpu SpineNet RetinaNet.
 
     ``aspect_ratios``: the order of the scaledet model's anchors; ``tf_aspect_ratios``: the
-    checkpoint's (the tpu default is [1.0, 2.0, 0.5]).
+    checkpoint's (the tpu default is [1.0, 2.0, 0.5]). ``class_channels``: the TF class channel
+    of each of the model's classes when it keeps only some of the checkpoint's
+    ``tf_num_classes`` (None: all, in TF's order).
     """
     out: dict[str, Assignment] = {}
     plan = spinenet_plan(backbone)
@@ -188,7 +201,7 @@ def tpu_retinanet_mapping(backbone: SpineNet, head: RetinaHead, *,
     for layer in plan.endpoints:
         top.conv_bn(layer)
 
-    cls_index, box_index = _head_permutations(head, aspect_ratios, tf_aspect_ratios)
+    cls_index, box_index = _head_permutations(head, aspect_ratios, tf_aspect_ratios, class_channels, tf_num_classes)
     levels = [s.bit_length() - 1 for s in head.strides]
     for tower, module, net, name, index in (("cls_tower", head.cls_tower, "class_net", "class", cls_index),
                                             ("box_tower", head.box_tower, "box_net", "box", box_index)):
@@ -324,11 +337,14 @@ def _nasfpn_layers(neck: NASFPN, prefix: str = "neck") -> list[ConvBN]:
 def garden_retinanet_mapping(backbone: nn.Module, neck: NASFPN | None, head: RetinaHead,
                              variable_names: Mapping[str, str], *, source: str = "checkpoint",
                              aspect_ratios: Sequence[float] = TPU_ASPECT_RATIOS,
-                             tf_aspect_ratios: Sequence[float] = GARDEN_ASPECT_RATIOS) -> dict[str, Assignment]:
+                             tf_aspect_ratios: Sequence[float] = GARDEN_ASPECT_RATIOS,
+                             class_channels: Sequence[int] | None = None,
+                             tf_num_classes: int | None = None) -> dict[str, Assignment]:
     """TF variable name -> assignment for a Model Garden RetinaNet (SpineNet, or ResNet + NAS-FPN).
 
     ``variable_names``: checkpoint key -> the variable's own name, from the object graph
-    (:meth:`TFCheckpoint.variable_names`); it orders the functional models' layers.
+    (:meth:`TFCheckpoint.variable_names`); it orders the functional models' layers. The other
+    arguments as :func:`tpu_retinanet_mapping`'s.
     """
     if isinstance(backbone, SpineNet):
         if neck is not None:
@@ -348,7 +364,7 @@ def garden_retinanet_mapping(backbone: nn.Module, neck: NASFPN | None, head: Ret
     if neck is not None:
         out.update(_garden_functional(_nasfpn_layers(neck), [], variable_names, "_decoder", source))
 
-    cls_index, box_index = _head_permutations(head, aspect_ratios, tf_aspect_ratios)
+    cls_index, box_index = _head_permutations(head, aspect_ratios, tf_aspect_ratios, class_channels, tf_num_classes)
     for tower, module, short, predictor, index in (("cls_tower", head.cls_tower, "cls", "_classifier", cls_index),
                                                    ("box_tower", head.box_tower, "box", "_box_regressor", box_index)):
         at = f"head.{tower}"

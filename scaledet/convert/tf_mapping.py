@@ -35,7 +35,8 @@ class Assignment:
     """Where one TF variable goes: the state-dict ``key`` and how to convert the array.
 
     ``kind`` "conv": an HWIO kernel becomes OIHW; "copy": the array is taken as is.
-    ``out_index``: after that, output channel ``i`` is taken from TF channel ``out_index[i]``.
+    ``out_index``: after that, output channel ``i`` is taken from TF channel ``out_index[i]`` (a
+    permutation, or a selection when TF channels are dropped, e.g. the background class).
     """
 
     key: str
@@ -49,8 +50,10 @@ class Assignment:
             if len(shape) != 4:
                 return None
             shape = (shape[3], shape[2], shape[0], shape[1])
-        if self.out_index is not None and (not shape or shape[0] != len(self.out_index)):
-            return None
+        if self.out_index is not None:
+            if not shape or max(self.out_index) >= shape[0] or len(set(self.out_index)) != len(self.out_index):
+                return None
+            shape = (len(self.out_index),) + shape[1:]
         return shape
 
     def convert(self, array: np.ndarray) -> torch.Tensor:
@@ -80,8 +83,9 @@ def predictor_permutation(num_scales: int, our_ratios: Sequence[float], tf_ratio
     """TF channel for each of our predictor channels (``None`` when it is the identity).
 
     Both sides put anchors scale-major (``a = scale * num_ratios + ratio``) and channels
-    anchor-major (``a * per_anchor + k``). Only the ratio order and, for boxes, the coordinate
-    order can differ.
+    anchor-major (``a * per_anchor + k``, ``per_anchor`` counting the TF channels). Only the ratio
+    order and ``coordinate_order`` (the TF channel ``k`` of each of ours: box coordinates, or the
+    classes kept when TF's background channel is dropped) can differ.
     """
     if sorted(our_ratios) != sorted(tf_ratios):
         raise MappingError(f"aspect ratios differ: the model has {list(our_ratios)}, the checkpoint "

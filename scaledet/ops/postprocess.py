@@ -64,12 +64,15 @@ class SigmoidPostProcessor(torch.nn.Module):
     """Per-level top-k over (anchor, class) pairs, score threshold, class-wise NMS, max detections.
 
     ``pre_nms_topk`` candidates per level as torchvision (1000); the TPU keeps 5000 per class,
-    which the same knob approximates when set high.
+    which the same knob approximates when set high. ``drop_zero_boxes``: boxes that clip to
+    (0, 0, 0, 0) are dropped, as tensorflow/tpu's padded NMS reads them as padding
+    (docs/reference/TF_ARITHMETIC.md §8).
     """
 
     def __init__(self, box_coder: BoxCoder, *, score_threshold: float = 0.05, pre_nms_topk: int = 1000,
-                 nms_iou: float = 0.5, max_detections: int = 100):
+                 nms_iou: float = 0.5, max_detections: int = 100, drop_zero_boxes: bool = False):
         super().__init__()
+        self.drop_zero_boxes = drop_zero_boxes
         self.box_coder = box_coder
         self.score_threshold = score_threshold
         self.pre_nms_topk = pre_nms_topk
@@ -101,9 +104,15 @@ class SigmoidPostProcessor(torch.nn.Module):
             image, index, scores = image[top], index[top], scores[top]
             anchor_idx = torch.div(index, num_classes, rounding_mode="floor")
             decoded = self.box_coder.decode(deltas[image, anchor_idx].float(), level_anchors[anchor_idx])
-            all_boxes.append(_clip_rows(decoded, sizes[image]))
+            # the legacy +1 convention's last pixel is size - 1 (docs/reference/TF_ARITHMETIC.md §8)
+            boxes = _clip_rows(decoded, sizes[image] - self.box_coder.pixel_offset)
+            labels = index - anchor_idx * num_classes
+            if self.drop_zero_boxes:
+                real = (boxes > 0).any(dim=1)
+                boxes, scores, labels, image = boxes[real], scores[real], labels[real], image[real]
+            all_boxes.append(boxes)
             all_scores.append(scores)
-            all_labels.append(index - anchor_idx * num_classes)
+            all_labels.append(labels)
             all_images.append(image)
         boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
         labels, image = torch.cat(all_labels), torch.cat(all_images)

@@ -81,13 +81,18 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
                     focal_alpha: float = 0.25, focal_gamma: float = 1.5, box_loss: str = "huber",
                     box_loss_delta: float = 0.1, box_loss_weight: float = 50.0, loss_normalize: str = "batch",
                     box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+                    box_pixel_offset: float = 0.0,
                     score_threshold: float = 0.05, pre_nms_topk: int = 1000, nms_iou: float = 0.5,
-                    max_detections: int = 100, size_divisor: int = 128,
+                    max_detections: int = 100, drop_zero_boxes: bool = False, size_divisor: int = 128,
                     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
                     pixel_std: tuple[float, float, float] = IMAGENET_STD,
                     class_names: list[str] | None = None,
                     anchor_generator: AnchorGenerator | None = None) -> RetinaNet:
-    """RetinaNet with the tensorflow/tpu defaults (docs/reference/SPINENET.md §1.14) unless told otherwise."""
+    """RetinaNet with the tensorflow/tpu defaults (docs/reference/SPINENET.md §1.14) unless told otherwise.
+
+    ``box_pixel_offset=1`` codes boxes with the tpu code's legacy +1 pixel convention and
+    ``drop_zero_boxes`` drops detections that clip to the all-zero box as its NMS does (converted
+    tpu checkpoints record both; docs/reference/TF_ARITHMETIC.md §8)."""
     features = (neck or backbone).feature_info
     levels = [f.level for f in features]
     anchors = anchor_generator or AnchorGenerator.tpu(min(levels), max(levels), anchor_size, num_scales,
@@ -95,13 +100,14 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
     head = RetinaHead(features, num_classes, anchors.num_anchors_per_location, width=head_width, num_convs=head_convs,
                       norm=head_norm, norm_settings=norm_settings(head_norm_settings, TPU_RETINANET_NORM), act=head_act,
                       prior_prob=prior_prob, predictor_init_std=head_predictor_init_std)
-    coder = BoxCoder(tuple(box_coder_weights))  # (10, 10, 5, 5) = SSD variances 0.1/0.2
+    # (10, 10, 5, 5) = SSD variances 0.1/0.2
+    coder = BoxCoder(tuple(box_coder_weights), pixel_offset=box_pixel_offset)
     criterion = RetinaNetCriterion(
         num_classes, coder, IoUMatcher(match_positive, match_negative, match_low_quality),
         focal_alpha=focal_alpha, focal_gamma=focal_gamma, box_loss=box_loss, box_loss_delta=box_loss_delta,
         box_loss_weight=box_loss_weight, normalize=loss_normalize)
     post = SigmoidPostProcessor(coder, score_threshold=score_threshold, pre_nms_topk=pre_nms_topk,
-                                nms_iou=nms_iou, max_detections=max_detections)
+                                nms_iou=nms_iou, max_detections=max_detections, drop_zero_boxes=drop_zero_boxes)
     spec = InputSpec(image_size, pixel_mean, pixel_std, size_divisor, resize_mode="long_side")
     return RetinaNet(backbone, neck, head, anchors, criterion, post, num_classes=num_classes, input_spec=spec,
                      class_names=class_names)

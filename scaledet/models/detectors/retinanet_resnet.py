@@ -109,7 +109,10 @@ class ResNetNASFPNRetinaNet:
     """Defaults of a RetinaNet on ResNet + NAS-FPN. The backbone trains its BN (TPU trains from
     scratch, mmdetection unfreezes BN) and keeps PyTorch's BN eps (``backbone_norm``) so
     torchvision ImageNet weights load unchanged; the neck and head use tensorflow/tpu's
-    (``norm``: decay 0.997, eps 1e-4). ``head_width`` None is the neck's ``width``."""
+    (``norm``: decay 0.997, eps 1e-4). ``head_width`` None is the neck's ``width``.
+    ``backbone_padding="same"``, ``backbone_width_multiplier`` and ``cell_input_width=256`` build
+    TF2 Model Garden's layout (docs/reference/TF_ARITHMETIC.md §1, §6); ``scaledet convert
+    tf-retinanet`` records them in a converted checkpoint."""
 
     _: KW_ONLY
     num_classes: int = 91
@@ -122,6 +125,9 @@ class ResNetNASFPNRetinaNet:
     norm: NormSettings = TPU_RETINANET_NORM
     frozen_bn: bool = False
     backbone_norm: NormSettings = NormSettings()
+    backbone_padding: str = "symmetric"
+    backbone_width_multiplier: float = 1.0
+    cell_input_width: int | None = None
     trainable_layers: int = 5
     pretrained: str | None = None
     head_width: int | None = None
@@ -139,9 +145,10 @@ NASFPN_RETINANETS: dict[str, ResNetNASFPNRetinaNet] = {
 
 def build_resnet_nasfpn_retinanet(recipe: ResNetNASFPNRetinaNet, **retina_kwargs) -> RetinaNet:
     backbone = resnet(recipe.depth, frozen_bn=recipe.frozen_bn, norm=recipe.backbone_norm,
-                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained)
+                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained,
+                      padding=recipe.backbone_padding, width_multiplier=recipe.backbone_width_multiplier)
     neck = NASFPN(backbone.feature_info, recipe.width, recipe.num_stacks, attention=recipe.attention,
-                  extra_levels=recipe.extra_levels, norm=recipe.norm)
+                  extra_levels=recipe.extra_levels, norm=recipe.norm, cell_input_width=recipe.cell_input_width)
     retina_kwargs.setdefault("head_norm_settings", recipe.norm)
     return build_retinanet(backbone, neck, num_classes=recipe.num_classes, image_size=recipe.image_size,
                            head_width=recipe.head_width or recipe.width, head_convs=recipe.head_convs,

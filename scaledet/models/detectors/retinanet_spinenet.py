@@ -6,6 +6,10 @@ Defaults follow the tensorflow/tpu yaml recipes ("protocol C": swish, stochastic
 parameter and FLOP counts match the paper. Every field of :class:`SpineNetRetinaNet` can be
 overridden through ``create_model``; further keyword arguments go to ``build_retinanet`` (loss,
 matching, post-processing, pixel statistics, ...).
+
+``conv_padding``, ``pool_padding`` and ``downsample_pools`` choose PyTorch's or a TensorFlow code's
+arithmetic (docs/reference/TF_ARITHMETIC.md §1-2); ``scaledet convert tf-retinanet`` records the
+values of the checkpoint's code in the converted checkpoint.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ class SpineNetRetinaNet:
     block_repeats: int | None = None
     endpoint_activation: bool = True
     norm: NormSettings = TPU_RETINANET_NORM
+    conv_padding: str = "symmetric"
+    pool_padding: str = "symmetric"
+    downsample_pools: str = "one"
     head_width: int = 256
     head_convs: int = 4
     head_act: str | None = None
@@ -74,7 +81,8 @@ def build_retinanet_spinenet(recipe: SpineNetRetinaNet, **retina_kwargs) -> Reti
         filter_size_scale=recipe.filter_size_scale, resample_alpha=recipe.resample_alpha,
         block_repeats=recipe.block_repeats, activation=recipe.activation,
         drop_connect_rate=recipe.drop_connect_rate, endpoint_activation=recipe.endpoint_activation,
-        norm=recipe.norm)
+        norm=recipe.norm, conv_padding=recipe.conv_padding, pool_padding=recipe.pool_padding,
+        downsample_pools=recipe.downsample_pools)
     # The tpu head uses the same activation and BN settings as the backbone unless told otherwise.
     retina_kwargs.setdefault("head_norm_settings", recipe.norm)
     return build_retinanet(backbone, num_classes=recipe.num_classes, image_size=recipe.image_size,
