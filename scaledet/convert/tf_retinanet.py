@@ -176,6 +176,10 @@ def tf_retinanet_checkpoint(source: str | Path, model_name: str, layout: str, *,
     model = create_model(model_name, **args)
     mapping = tf_layout.mapping(model, checkpoint, tf_aspect_ratios=tf_layout.tf_aspect_ratios,
                                 class_channels=channels, tf_num_classes=tf_num_classes)
+    if not any(name in checkpoint for name in mapping):
+        other = " or ".join(f"--layout {name}" for name in LAYOUTS if name != layout)
+        raise MappingError(f"{checkpoint.prefix}: holds none of the {len(mapping)} variables of a {layout}-layout "
+                           f"{model_name} (e.g. {next(iter(mapping))}); is it a {other} checkpoint?")
     load_mapped(model, mapping, checkpoint, ignored=tf_layout.ignored(checkpoint))
     labels = channels or list(range(model.num_classes))
     return {

@@ -84,6 +84,20 @@ def build_model_from_config(cfg: Config, num_classes: int, class_names: list[str
     return model
 
 
+def with_init_checkpoint_arguments(cfg: Config) -> Config:
+    """A converted checkpoint (``scaledet convert tf-retinanet``) as ``model.init_checkpoint`` of
+    the same model brings the builder arguments it records: the TF code's arithmetic options and
+    the widths its weights have (docs/CONVERT.md). They win over ``model.args``, since the weights
+    fit only that model; the class count and input size stay the config's."""
+    if not cfg.model.init_checkpoint:
+        return cfg
+    state = ckpt.load_checkpoint(cfg.model.init_checkpoint)
+    if state.get("model_name") != cfg.model.name or "converted_from" not in state:
+        return cfg
+    recorded = {k: v for k, v in (state.get("model_args") or {}).items() if k not in ("num_classes", "image_size")}
+    return cfg.replace({"model.args": {**cfg.model.args, **recorded}})
+
+
 def model_record(cfg: Config, model: Detector) -> dict[str, Any]:
     """What is needed to rebuild the model from a checkpoint alone."""
     args = dict(cfg.model.args)
@@ -152,7 +166,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
-        cfg = self.cfg
+        self.cfg = cfg = with_init_checkpoint_arguments(self.cfg)
         check_model_arguments(cfg.model)  # a typo in model.args fails here, before any data is read
         torch.manual_seed(cfg.train.seed + self.info.rank)
         self.bundle = build_datasets(cfg.data, train=True, val=True)

@@ -35,3 +35,18 @@ def test_decode_clips_huge_sizes():
     boxes = coder.decode(torch.tensor([[0.0, 0.0, 100.0, 100.0]]), anchors)
     assert torch.isfinite(boxes).all()
     assert (boxes[0, 2] - boxes[0, 0]) <= 10 * 1000 / 16 + 1e-3
+
+
+def test_legacy_plus_one_convention_of_the_tpu_code():
+    """tensorflow/tpu decode (spinenet_tpu_ref/SOURCE.md): size = max - min + 1, centre = min + size / 2,
+    max = min + exp(d) * size - 1; encode is its inverse."""
+    coder = BoxCoder(pixel_offset=1.0)
+    anchors = torch.tensor([[10.0, 20.0, 29.0, 59.0]])  # 20 x 40 pixels under the +1 convention
+    deltas = torch.tensor([[0.5, -0.25, 0.0, 0.6931471805599453]])  # dx, dy, dw, dh
+    y_min = 20.0 + 0.5 * 40 - 0.25 * 40 - 0.5 * 2 * 40
+    expected = torch.tensor([[10.0 + 0.5 * 20, y_min, 10.0 + 0.5 * 20 + 20 - 1, y_min + 80 - 1]])
+    decoded = coder.decode(deltas, anchors)
+    torch.testing.assert_close(decoded, expected)
+    torch.testing.assert_close(coder.encode(decoded, anchors), deltas)
+    # without the offset the same deltas give boxes one pixel smaller at the far side
+    assert not torch.allclose(BoxCoder().decode(deltas, anchors), expected)
