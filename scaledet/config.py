@@ -53,6 +53,10 @@ class DataConfig:
     val_split: str | None = "val"
     train_pattern: str | None = None  # tfrecord shards, e.g. /data/coco/train-*
     val_pattern: str | None = None
+    # tfrecord: the category table (label -> id, names) when no annotation json gives it; with
+    # neither, every record is read once at start to find the ids (scaledet/data/factory.py)
+    category_ids: tuple[int, ...] = ()
+    class_names: tuple[str, ...] = ()
     # RetinaNet/TPU | BlitzNet | the MindSpore NAS-FPN port's | none
     augment: Literal["scale_jitter", "ssd", "port_iou_crop", "resize"] = "scale_jitter"
     scale_min: float = 0.5

@@ -64,6 +64,24 @@ def _require(value, key: str) -> str:
     return value
 
 
+def _tfrecord_categories(cfg: DataConfig) -> tuple[list[int] | None, list[str] | None]:
+    """The category table of TFRecord shards: ``data.category_ids`` (+ ``class_names``), else the
+    categories of ``data.val_annotations`` / ``train_annotations``, else ``(None, None)``: the
+    shards are then read once through to find the ids that occur."""
+    if cfg.category_ids:
+        names = list(cfg.class_names) or [str(c) for c in cfg.category_ids]
+        if len(names) != len(cfg.category_ids):
+            raise UsageError(f"data.class_names has {len(names)} names for {len(cfg.category_ids)} "
+                             "data.category_ids")
+        return list(cfg.category_ids), names
+    source = cfg.val_annotations or cfg.train_annotations
+    if source:
+        from scaledet.data.tfrecord import category_table_from_coco_json
+
+        return category_table_from_coco_json(source)
+    return None, None
+
+
 def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> DataBundle:
     """Data sets without transforms; call ``DataBundle.set_transforms`` once the model exists."""
     if cfg.format not in FORMATS:
@@ -113,10 +131,15 @@ def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> 
     else:
         from scaledet.data.tfrecord import TFRecordDetection
 
-        train_ds = TFRecordDetection(_require(cfg.train_pattern, "train_pattern"), train_tf) if train else None
-        val_ds = TFRecordDetection(_require(cfg.val_pattern, "val_pattern"), eval_tf) if val else None
+        ids, names = _tfrecord_categories(cfg)
+        train_ds = TFRecordDetection(_require(cfg.train_pattern, "train_pattern"), train_tf,
+                                     label_to_category_id=ids, class_names=names) if train else None
+        val_ds = TFRecordDetection(_require(cfg.val_pattern, "val_pattern"), eval_tf,
+                                   label_to_category_id=ids, class_names=names) if val else None
         ref = train_ds or val_ds
-        bundle = DataBundle(train_ds, val_ds, ref.class_names, ref.label_to_category_id, None)
+        # the SpineNet port's val_json_file: the val-* shards are scored against it
+        bundle = DataBundle(train_ds, val_ds, ref.class_names, ref.label_to_category_id,
+                            Path(cfg.val_annotations) if val and cfg.val_annotations else None)
     if cfg.max_images and bundle.train is not None:
         bundle.train = Subset(bundle.train, range(min(cfg.max_images, len(bundle.train))))
     return bundle
