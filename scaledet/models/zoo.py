@@ -33,25 +33,27 @@ class ZooEntry:
 
 _TPU_ZOO = "tensorflow/tpu `models/official/detection/MODEL_ZOO.md`, TF1"
 _TF2_GARDEN = "tensorflow/models `official/vision/MODEL_GARDEN.md`, TF2"
+_TPU_LAYOUT = f"{_TPU_ZOO} (`--layout tpu`)"
+_BOTH_LAYOUTS = f"{_TPU_LAYOUT}, or {_TF2_GARDEN} (`--layout tf2`)"
 _SPINENET_PAPER = "SpineNet paper, protocol C, 500 epochs (docs/reference/SPINENET.md §1.13)"
 
 ZOO: dict[str, ZooEntry] = {
     "retinanet_spinenet49s": ZooEntry(
         Published("41.5 AP", "COCO test-dev", _SPINENET_PAPER, 12.0, 33.8),
-        recipe="retinanet_spinenet49s_coco", release=_TPU_ZOO,
+        recipe="retinanet_spinenet49s_coco", release=_TPU_LAYOUT, convert="tf-retinanet",
         note="endpoints 256 wide as the released checkpoint (docs/reference/SPINENET.md §1.10)"),
     "retinanet_spinenet49": ZooEntry(
         Published("44.3 AP", "COCO test-dev", _SPINENET_PAPER, 28.5, 85.4),
-        release=f"{_TPU_ZOO}, or {_TF2_GARDEN}"),
+        release=_BOTH_LAYOUTS, convert="tf-retinanet"),
     "retinanet_spinenet96": ZooEntry(
         Published("48.6 AP", "COCO test-dev", _SPINENET_PAPER, 43.0, 265.4),
-        release=f"{_TPU_ZOO}, or {_TF2_GARDEN}"),
+        release=_BOTH_LAYOUTS, convert="tf-retinanet"),
     "retinanet_spinenet143": ZooEntry(
         Published("50.7 AP", "COCO test-dev", _SPINENET_PAPER, 66.9, 524.4),
-        release=f"{_TPU_ZOO}, or {_TF2_GARDEN}"),
+        release=_BOTH_LAYOUTS, convert="tf-retinanet"),
     "retinanet_spinenet190": ZooEntry(
         Published("52.1 AP", "COCO test-dev", _SPINENET_PAPER, 163.6, 1885.0),
-        release=_TPU_ZOO),
+        release=_TPU_LAYOUT, convert="tf-retinanet"),
     "retinanet_spinenet49_tiny": ZooEntry(
         note="quarter-width SpineNet-49 for CPU demos and tests; `scaledet demo` trains it"),
     "retinanet_nasfpn_r50": ZooEntry(
@@ -60,7 +62,9 @@ ZOO: dict[str, ZooEntry] = {
                   60.3, 140.6),
         recipe="retinanet_nasfpn_r50_coco", release=_TPU_ZOO,
         note="the recipe switches to the MindSpore port's variant (average-pool attention, conv P6/P7), "
-             "published at 41.7 mAP val2017 (docs/reference/NASFPN.md §2.5)"),
+             "published at 41.7 mAP val2017 (docs/reference/NASFPN.md §2.5). `scaledet convert tf-retinanet "
+             "--layout tf2` reads TF2 Model Garden R-50 NAS-FPN checkpoints (docs/CONVERT.md); the tensorflow/tpu "
+             "release's layout is not mapped"),
     "retinanet_nasfpn_r50_384": ZooEntry(
         Published("45.4 AP", "COCO test-dev",
                   "NAS-FPN paper via a third-party listing; size recalled, unverified "
