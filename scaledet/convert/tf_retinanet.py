@@ -70,7 +70,8 @@ class TFLayout:
     name: str
     tf_aspect_ratios: tuple[float, ...]
     model_args: Mapping[str, Mapping[str, Any]]  # family -> create_model arguments
-    head_prefix: str  # where the class-net variables live (format: tower, index)
+    head_prefix: str  # the class net's conv variables, formatted with kind (kernel/bias) and index
+    predictor_bias: str  # the class predictor's bias (its length: anchors x TF classes)
     mapping: Callable[..., dict]
     ignored: Callable[..., list]
 
@@ -92,20 +93,18 @@ LAYOUTS: dict[str, TFLayout] = {
         "tpu", TPU_ASPECT_RATIOS,
         {"spinenet": {**TPU_SPINENET_OPTIONS, "norm": _norm_record(TPU_NORM), "box_pixel_offset": 1.0,
                       "drop_zero_boxes": True}},
-        "retinanet/class_net/class-{index}/{kind}", _tpu_mapping, tpu_ignored),
+        "retinanet/class_net/class-{index}/{kind}", "retinanet/class_net/class-predict/bias", _tpu_mapping,
+        tpu_ignored),
     "tf2": TFLayout(
         "tf2", GARDEN_ASPECT_RATIOS,
         {"spinenet": {**GARDEN_SPINENET_OPTIONS, "norm": _norm_record(GARDEN_NORM)},
          "nasfpn": {**{f"backbone_{k}": v for k, v in GARDEN_RESNET_OPTIONS.items()},
-                    "cell_input_width": GARDEN_NASFPN_OPTIONS["cell_input_width"],
-                    "attention": GARDEN_NASFPN_OPTIONS["attention"],
-                    "extra_levels": GARDEN_NASFPN_OPTIONS["extra_levels"],
+                    **GARDEN_NASFPN_OPTIONS,  # cell_input_width, attention, extra_levels: row fields too
                     "norm": _norm_record(GARDEN_NORM), "backbone_norm": _norm_record(GARDEN_NORM),
                     "frozen_bn": False}},
-        "model/_head/_cls_convs/{index}/{kind}/.ATTRIBUTES/VARIABLE_VALUE", _garden_mapping, garden_ignored),
+        "model/_head/_cls_convs/{index}/{kind}/.ATTRIBUTES/VARIABLE_VALUE",
+        "model/_head/_classifier/bias/.ATTRIBUTES/VARIABLE_VALUE", _garden_mapping, garden_ignored),
 }
-_PREDICTOR = {"tpu": "retinanet/class_net/class-predict/bias",
-              "tf2": "model/_head/_classifier/bias/.ATTRIBUTES/VARIABLE_VALUE"}
 
 
 def _family(model_name: str) -> str:
@@ -127,7 +126,7 @@ def _shape_args(checkpoint: TFCheckpoint, layout: TFLayout, family: str, num_anc
         args["head_width"] = head_width
         args["endpoints_num_filters" if family == "spinenet" else "width"] = width_in
         args["head_convs"] = sum(1 for i in range(64) if layout.head_key("kernel", i) in checkpoint)
-    predictor = _PREDICTOR[layout.name]
+    predictor = layout.predictor_bias
     if predictor in checkpoint:
         outputs = checkpoint.info(predictor).shape[0]
         if outputs % num_anchors:
@@ -165,8 +164,7 @@ def tf_retinanet_checkpoint(source: str | Path, model_name: str, layout: str, *,
                          f"not {model_name}")
     checkpoint = TFCheckpoint(source)
     user_args = dict(model_args or {})
-    num_anchors = 3 * len(tf_layout.tf_aspect_ratios) if "num_scales" not in user_args else \
-        int(user_args["num_scales"]) * len(tf_layout.tf_aspect_ratios)
+    num_anchors = int(user_args.get("num_scales", 3)) * len(tf_layout.tf_aspect_ratios)
     shapes = _shape_args(checkpoint, tf_layout, family, num_anchors)
     tf_num_classes = shapes.pop("tf_num_classes", None)
     channels = _class_channels(tf_num_classes, classes) if tf_num_classes is not None else None

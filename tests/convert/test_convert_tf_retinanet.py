@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def test_without_the_legacy_box_convention_the_tpu_detections_differ(shared_data
     fixture = FIXTURES["tpu_spinenet49s_narrow"]
     out = tmp_path / "converted.pt"
     assert _convert(capsys, fixture, out, shared_data, "--classes", "all", "--arg", "box_pixel_offset=0")[0] == 0
-    fixture = type(fixture)(**{**fixture.__dict__, "outputs": {"float32": fixture.outputs["float32"]}})
+    fixture = replace(fixture, outputs={"float32": fixture.outputs["float32"]})
     report = measure(fixture, out, shared=shared_data, repo=REPO, score_tolerance=SCORE_TOLERANCE)
     assert max(m.max_box_difference for m in report.matches) > 0.4
 
@@ -114,7 +115,7 @@ def test_truncated_checkpoint_names_file_and_variable(tmp_path, capsys):
     shutil.copytree(source, broken)
     data = next(broken.glob("*.data-*"))
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    fixture = type(GARDEN_SPINENET)(**{**GARDEN_SPINENET.__dict__, "checkpoint": str(broken)})
+    fixture = replace(GARDEN_SPINENET, checkpoint=str(broken))
     out = tmp_path / "out.pt"
     code, err = _convert(capsys, fixture, out, REPO)
     line = _one_line(err)
@@ -124,7 +125,7 @@ def test_truncated_checkpoint_names_file_and_variable(tmp_path, capsys):
 
 def test_checkpoint_of_another_model_lists_the_variables(tmp_path, capsys):
     nasfpn = FIXTURES["tf2_nasfpn_r50_narrow"]
-    fixture = type(GARDEN_SPINENET)(**{**GARDEN_SPINENET.__dict__, "checkpoint": nasfpn.checkpoint})
+    fixture = replace(GARDEN_SPINENET, checkpoint=nasfpn.checkpoint)
     out = tmp_path / "out.pt"
     code, err = _convert(capsys, fixture, out, REPO)
     line = _one_line(err)
