@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from scaledet.convert.retinanet_tf import (
     GARDEN_ASPECT_RATIOS,
@@ -49,7 +49,8 @@ from scaledet.models.detectors.retinanet_resnet import NASFPN_RETINANETS
 from scaledet.models.detectors.retinanet_spinenet import SPINENET_RETINANETS
 from scaledet.registry import create_model
 
-__all__ = ["CLASS_SETS", "LAYOUTS", "TFLayout", "convert_tf_retinanet", "parse_model_arg", "tf_retinanet_checkpoint"]
+__all__ = ["CLASS_SETS", "LAYOUTS", "ConversionPlan", "TFLayout", "convert_tf_retinanet", "ignored_variables",
+           "parse_model_arg", "plan_conversion", "tf_retinanet_checkpoint"]
 
 # COCO category id -> name (ids 1..90; the ids COCO 2017 does not use have no name).
 COCO_NAMES = dict(zip(COCO_CATEGORY_IDS, PORT_COCO_CLASSES[1:]))
@@ -79,13 +80,12 @@ class TFLayout:
         return self.head_prefix.format(kind=kind, index=index)
 
 
-def _tpu_mapping(model: RetinaNet, checkpoint: TFCheckpoint, **kwargs) -> dict:
+def _tpu_mapping(model: RetinaNet, variable_names: Mapping[str, str], source: str, **kwargs) -> dict:
     return tpu_retinanet_mapping(model.backbone, model.head, **kwargs)
 
 
-def _garden_mapping(model: RetinaNet, checkpoint: TFCheckpoint, **kwargs) -> dict:
-    return garden_retinanet_mapping(model.backbone, model.neck, model.head, checkpoint.variable_names(),
-                                    source=str(checkpoint.prefix), **kwargs)
+def _garden_mapping(model: RetinaNet, variable_names: Mapping[str, str], source: str, **kwargs) -> dict:
+    return garden_retinanet_mapping(model.backbone, model.neck, model.head, variable_names, source=source, **kwargs)
 
 
 LAYOUTS: dict[str, TFLayout] = {
@@ -116,21 +116,22 @@ def _family(model_name: str) -> str:
     raise UsageError(f"--model {model_name}: not a SpineNet or NAS-FPN RetinaNet; convertible: {', '.join(known)}")
 
 
-def _shape_args(checkpoint: TFCheckpoint, layout: TFLayout, family: str, num_anchors: int) -> dict[str, int]:
+def _shape_args(shapes: Mapping[str, Sequence[int]], layout: TFLayout, family: str, num_anchors: int,
+                source: str) -> dict[str, int]:
     """Widths the checkpoint's shapes show. Absent variables are left to the mapping check,
     which lists them."""
     args: dict[str, int] = {}
     first = layout.head_key("kernel", 0)
-    if first in checkpoint:
-        _, _, width_in, head_width = checkpoint.info(first).shape
+    if first in shapes:
+        _, _, width_in, head_width = shapes[first]
         args["head_width"] = head_width
         args["endpoints_num_filters" if family == "spinenet" else "width"] = width_in
-        args["head_convs"] = sum(1 for i in range(64) if layout.head_key("kernel", i) in checkpoint)
+        args["head_convs"] = sum(1 for i in range(64) if layout.head_key("kernel", i) in shapes)
     predictor = layout.predictor_bias
-    if predictor in checkpoint:
-        outputs = checkpoint.info(predictor).shape[0]
+    if predictor in shapes:
+        outputs = shapes[predictor][0]
         if outputs % num_anchors:
-            raise MappingError(f"{checkpoint.prefix}: {predictor} has {outputs} outputs, not a multiple of "
+            raise MappingError(f"{source}: {predictor} has {outputs} outputs, not a multiple of "
                                f"{num_anchors} anchors per location")
         args["tf_num_classes"] = outputs // num_anchors
     return args
@@ -147,6 +148,53 @@ def _class_channels(tf_num_classes: int, classes: str) -> list[int]:
     return [c for c in COCO_CATEGORY_IDS if c < tf_num_classes]
 
 
+@dataclass(frozen=True)
+class ConversionPlan:
+    """What a checkpoint converts to: the model's ``create_model`` arguments, the TF class
+    channel of each of its classes, and the name mapping (:func:`plan_conversion`)."""
+
+    model: RetinaNet
+    model_args: dict[str, Any]
+    class_channels: list[int]
+    mapping: dict
+
+
+def plan_conversion(shapes: Mapping[str, Sequence[int]], variable_names: Mapping[str, str], model_name: str,
+                    layout: str, *, model_args: Mapping[str, Any] | None = None, classes: str = "coco80",
+                    source: str = "checkpoint") -> ConversionPlan:
+    """Build the model a checkpoint with these variable ``shapes`` (and object-graph
+    ``variable_names``, Model Garden) needs, and map its variables; reads no weights (build under
+    ``torch.device("meta")`` to check full-size variable lists cheaply)."""
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout {layout}: unknown; allowed: {', '.join(LAYOUTS)}")
+    tf_layout = LAYOUTS[layout]
+    family = _family(model_name)
+    if family not in tf_layout.model_args:
+        raise UsageError(f"--layout {layout} holds {', '.join(tf_layout.model_args)} RetinaNets only, "
+                         f"not {model_name}")
+    user_args = dict(model_args or {})
+    num_anchors = int(user_args.get("num_scales", 3)) * len(tf_layout.tf_aspect_ratios)
+    seen = _shape_args(shapes, tf_layout, family, num_anchors, source)
+    tf_num_classes = seen.pop("tf_num_classes", None)
+    channels = _class_channels(tf_num_classes, classes) if tf_num_classes is not None else None
+    args = {**tf_layout.model_args[family], **seen, **user_args}
+    if channels is not None:
+        args["num_classes"] = len(channels)
+    model = create_model(model_name, **args)
+    mapping = tf_layout.mapping(model, variable_names, source, tf_aspect_ratios=tf_layout.tf_aspect_ratios,
+                                class_channels=channels, tf_num_classes=tf_num_classes)
+    if not any(name in shapes for name in mapping):
+        other = " or ".join(f"--layout {name}" for name in LAYOUTS if name != layout)
+        raise MappingError(f"{source}: holds none of the {len(mapping)} variables of a {layout}-layout "
+                           f"{model_name} (e.g. {next(iter(mapping))}); is it a {other} checkpoint?")
+    return ConversionPlan(model, args, channels or list(range(model.num_classes)), mapping)
+
+
+def ignored_variables(layout: str, names: Iterable[str]) -> list[str]:
+    """Checkpoint entries of ``layout`` that are training state, not weights."""
+    return LAYOUTS[layout].ignored(names)
+
+
 def tf_retinanet_checkpoint(source: str | Path, model_name: str, layout: str, *,
                             model_args: Mapping[str, Any] | None = None, classes: str = "coco80") -> dict:
     """The scaledet checkpoint (a dict ready for ``torch.save``) of a TF RetinaNet checkpoint.
@@ -155,36 +203,18 @@ def tf_retinanet_checkpoint(source: str | Path, model_name: str, layout: str, *,
     ``create_model`` arguments (they win over the layout's and the checkpoint's shapes).
     ``classes``: which of TF's class channels the model keeps (:data:`CLASS_SETS`).
     """
-    if layout not in LAYOUTS:
-        raise UsageError(f"--layout {layout}: unknown; allowed: {', '.join(LAYOUTS)}")
-    tf_layout = LAYOUTS[layout]
-    family = _family(model_name)
-    if family not in tf_layout.model_args:
-        raise UsageError(f"--layout {layout} holds {', '.join(tf_layout.model_args)} RetinaNets only, "
-                         f"not {model_name}")
     checkpoint = TFCheckpoint(source)
-    user_args = dict(model_args or {})
-    num_anchors = int(user_args.get("num_scales", 3)) * len(tf_layout.tf_aspect_ratios)
-    shapes = _shape_args(checkpoint, tf_layout, family, num_anchors)
-    tf_num_classes = shapes.pop("tf_num_classes", None)
-    channels = _class_channels(tf_num_classes, classes) if tf_num_classes is not None else None
-    args = {**tf_layout.model_args[family], **shapes, **user_args}
-    if channels is not None:
-        args["num_classes"] = len(channels)
-    model = create_model(model_name, **args)
-    mapping = tf_layout.mapping(model, checkpoint, tf_aspect_ratios=tf_layout.tf_aspect_ratios,
-                                class_channels=channels, tf_num_classes=tf_num_classes)
-    if not any(name in checkpoint for name in mapping):
-        other = " or ".join(f"--layout {name}" for name in LAYOUTS if name != layout)
-        raise MappingError(f"{checkpoint.prefix}: holds none of the {len(mapping)} variables of a {layout}-layout "
-                           f"{model_name} (e.g. {next(iter(mapping))}); is it a {other} checkpoint?")
-    load_mapped(model, mapping, checkpoint, ignored=tf_layout.ignored(checkpoint))
-    labels = channels or list(range(model.num_classes))
+    shapes = {name: info.shape for name, info in checkpoint.variables.items()}
+    names = checkpoint.variable_names() if layout == "tf2" else {}
+    plan = plan_conversion(shapes, names, model_name, layout, model_args=model_args, classes=classes,
+                           source=str(checkpoint.prefix))
+    load_mapped(plan.model, plan.mapping, checkpoint, ignored=ignored_variables(layout, checkpoint))
+    labels = plan.class_channels
     return {
-        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().clone() for k, v in plan.model.state_dict().items()},
         "model_name": model_name,
-        "model_args": args,
-        "input_spec": model.input_spec.to_dict(),
+        "model_args": plan.model_args,
+        "input_spec": plan.model.input_spec.to_dict(),
         "class_names": [COCO_NAMES.get(c, f"class_{c}") for c in labels],
         "label_to_category_id": labels,
         "format": FORMAT,

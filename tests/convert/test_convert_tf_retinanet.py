@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from scaledet.cli.main import main
+from scaledet.convert.tf_mapping import check_mapping
 from scaledet.convert.tf_parity import PARITY_FIXTURES, measure
+from scaledet.convert.tf_retinanet import ignored_variables, plan_conversion
+
+from _parts import parse_shape, read_listing
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = {f.name: f for f in PARITY_FIXTURES}
@@ -180,3 +184,30 @@ def test_training_from_a_converted_checkpoint_keeps_its_arithmetic(tmp_path, cap
     expected = torch.load(out, weights_only=True)["model"]
     assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
     assert model_record(cfg, model)["model_args"]["pool_padding"] == "same"
+
+
+FULL_SIZE = [  # (layout, variable list, model): every full-size model the two codes define
+    *(("tpu", f"spinenet_tpu_ref/varlists/spinenet{v}_retinanet.tsv", f"retinanet_spinenet{v.lower()}")
+      for v in ("49S", "49", "96", "143", "190")),
+    *(("tf2", f"spinenet{v}.tsv.gz", f"retinanet_spinenet{v.lower()}") for v in ("49S", "49", "96", "143", "190")),
+    ("tf2", "nasfpn_r50_7x256.tsv.gz", "retinanet_nasfpn_r50"),
+]
+
+
+@pytest.mark.parametrize("layout, listing, model_name", FULL_SIZE)
+def test_every_full_size_variable_list_converts_without_arguments(layout, listing, model_name, request):
+    """The converter's own plan (widths read from the shapes, layout options, coco80 classes) maps
+    every variable of each full-size list, with nothing left over; weights are not needed."""
+    if layout == "tpu":
+        path = request.getfixturevalue("shared_data") / listing
+    else:
+        path = REPO / "tests" / "fixtures" / "tf2_model_garden" / "varlists" / listing
+    rows = read_listing(path)
+    shapes = {r[0]: parse_shape(r[1]) for r in rows}
+    names = {r[0]: r[3] for r in rows} if layout == "tf2" else {}
+    with torch.device("meta"):
+        plan = plan_conversion(shapes, names, model_name, layout, source=listing)
+    state = {k: tuple(v.shape) for k, v in plan.model.state_dict().items()}
+    check_mapping(plan.mapping, shapes, state, source=listing, ignored=ignored_variables(layout, shapes))
+    assert plan.model.num_classes == 80 and len(plan.class_channels) == 80
+    assert {a.key for a in plan.mapping.values()} == {k for k in state if not k.endswith("num_batches_tracked")}
