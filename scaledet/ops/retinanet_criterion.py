@@ -19,13 +19,17 @@ class RetinaNetCriterion(Criterion):
       ``"per_image"`` — each image's sums divided by max(1, its positives), then averaged over
       images (torchvision ``RetinaNetHead``; pair with l1 and weight 1).
 
+    ``background_channel``: the logits carry an extra sigmoid channel 0 for "background", which
+    is the target of every matched-negative anchor (the MindSpore NAS-FPN port's 81-channel head,
+    docs/reference/MINDSPORE_FORMATS.md §6); class ``k`` is then channel ``k + 1``.
+
     Under DDP call :meth:`distribute_normalizer` so that ``"batch"`` normalises by the positives of
     the global batch (see :class:`~scaledet.ops.criterion.Criterion`).
     """
 
     def __init__(self, num_classes: int, box_coder: BoxCoder, matcher: IoUMatcher, *, focal_alpha: float = 0.25,
                  focal_gamma: float = 1.5, box_loss: str = "huber", box_loss_delta: float = 0.1,
-                 box_loss_weight: float = 50.0, normalize: str = "batch"):
+                 box_loss_weight: float = 50.0, normalize: str = "batch", background_channel: bool = False):
         super().__init__()
         if normalize not in ("batch", "per_image"):
             raise UsageError(f"unknown normalize {normalize!r}; allowed: batch, per_image")
@@ -38,6 +42,7 @@ class RetinaNetCriterion(Criterion):
         self.box_loss_delta = box_loss_delta
         self.box_loss_weight = box_loss_weight
         self.normalize = normalize
+        self.background_channel = background_channel
 
     @torch.no_grad()
     def assign(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
@@ -79,6 +84,12 @@ class RetinaNetCriterion(Criterion):
                 pos_anchor.append(anchor_index)
                 pos_class.append(labels[gt])
                 box_target[i, pos] = self.box_coder.encode(boxes[gt], anchors[pos])
+        if self.background_channel:
+            pos_class = [c + 1 for c in pos_class]
+            background = torch.nonzero(valid & ~positive)
+            pos_image.append(background[:, 0])
+            pos_anchor.append(background[:, 1])
+            pos_class.append(torch.zeros_like(background[:, 0]))
         empty = torch.zeros(0, dtype=torch.long, device=anchors.device)
         focal = focal_loss_per_image(cls_logits, valid, torch.cat(pos_image) if pos_image else empty,
                                      torch.cat(pos_anchor) if pos_anchor else empty,

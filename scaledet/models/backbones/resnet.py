@@ -10,6 +10,9 @@ are torchvision's (stride on the 3x3 conv):
   like TensorFlow's 'SAME' (extra row/column at the bottom/right) instead of symmetrically.
 - ``width_multiplier``: Model Garden's ``depth_multiplier``; every width, the stem's included,
   is ``int(width * multiplier)``.
+
+``stem_width`` sets the stem's width on its own: the MindSpore NAS-FPN port's narrow ResNets keep
+a 64-wide stem whatever their stage widths (docs/reference/MINDSPORE_FORMATS.md §6).
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ class ResNetBackbone(ResNet):
                  frozen_bn: bool = True, norm: NormSettings | None = None, trainable_layers: int = 5,
                  pretrained: str | Path | None = None, width_per_group: int = 64,
                  zero_init_residual: bool = False, padding: Padding = "symmetric",
-                 width_multiplier: float = 1.0):
+                 width_multiplier: float = 1.0, stem_width: int | None = None):
         if block not in _BLOCKS:
             raise UsageError(f"unknown ResNet block {block!r}; allowed: {', '.join(_BLOCKS)}")
         if not 0 <= trainable_layers <= 5:
@@ -75,7 +78,10 @@ class ResNetBackbone(ResNet):
         if not 0 < width_multiplier <= 1 or int(64 * width_multiplier) < 1:
             raise UsageError(f"ResNet: width_multiplier must be in (0, 1] with int(64 * m) >= 1, "
                              f"got {width_multiplier}")
+        if stem_width is not None and stem_width < 1:
+            raise UsageError(f"ResNet: stem_width must be a positive integer or None, got {stem_width}")
         self.width_multiplier = width_multiplier
+        self.stem_width = stem_width or self._scaled(64)
         norm = norm or NormSettings()
         if frozen_bn:
             norm_layer = functools.partial(FrozenBatchNorm2d, eps=norm.eps)
@@ -84,8 +90,8 @@ class ResNetBackbone(ResNet):
         super().__init__(_BLOCKS[block], list(layers), width_per_group=width_per_group, norm_layer=norm_layer,
                          zero_init_residual=zero_init_residual)
         del self.avgpool, self.fc
-        if width_multiplier != 1.0:
-            stem = self._scaled(64)
+        if self.stem_width != 64:
+            stem = self.stem_width
             self.conv1 = nn.Conv2d(3, stem, 7, 2, padding=3, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
             self.bn1 = norm_layer(stem)
@@ -105,7 +111,7 @@ class ResNetBackbone(ResNet):
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
         # torchvision calls this with planes 64/128/256/512; the stem has set self.inplanes to 64.
         if planes == 64:
-            self.inplanes = self._scaled(64)
+            self.inplanes = self.stem_width
         return super()._make_layer(block, self._scaled(planes), blocks, stride, dilate)
 
     def _use_tf_same_padding(self) -> None:

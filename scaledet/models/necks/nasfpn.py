@@ -14,6 +14,7 @@ Conventions that differ between implementations are options (docs/reference/NASF
   "coarse"/"fine" refer to the inputs' levels before resampling.
 - ``extra_levels="pool"`` (TPU): P6/P7 by max pooling only; ``"conv_pool"`` (mmdet): 1x1 conv + BN,
   then max pool.
+- ``conv_bias=False``: every conv without a bias (the MindSpore port's; its BN follows anyway).
 - BN defaults to TPU's decay 0.997 / eps 1e-4. Conv init is kaiming-uniform a=1 (mmdet's
   caffe2-xavier); TPU uses TF's glorot-uniform.
 - At widths other than 256 every cell conv is width -> width (the paper's "7@384" layout);
@@ -126,34 +127,38 @@ def global_attention(x0: torch.Tensor, level0: int, x1: torch.Tensor, level1: in
     raise UsageError(f"unknown attention {kind!r}; allowed: max_coarse, avg_fine")
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, norm: NormSettings) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=True)
+def _conv_bn(cin: int, cout: int, kernel: int, norm: NormSettings,
+             bias: bool = True) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
     nn.init.kaiming_uniform_(conv.weight, a=1)
-    nn.init.zeros_(conv.bias)
+    if bias:
+        nn.init.zeros_(conv.bias)
     return conv, norm.make(cout)
 
 
 class _NodeOp(nn.Sequential):
     """ReLU -> 3x3 conv with bias -> BN (no activation)."""
 
-    def __init__(self, cin: int, width: int, norm: NormSettings):
-        super().__init__(nn.ReLU(), *_conv_bn(cin, width, 3, norm))
+    def __init__(self, cin: int, width: int, norm: NormSettings, bias: bool = True):
+        super().__init__(nn.ReLU(), *_conv_bn(cin, width, 3, norm, bias))
 
 
 class NASFPNStack(nn.Module):
     """One NAS-FPN module: P3..P7 at ``width`` in, P3..P7 out; its own weights."""
 
     def __init__(self, width: int, levels: Sequence[int], cells: Sequence[MergingCell], *,
-                 attention: Attention, norm: NormSettings, cell_input_width: int | None = None):
+                 attention: Attention, norm: NormSettings, cell_input_width: int | None = None,
+                 conv_bias: bool = True):
         super().__init__()
         self.levels = list(levels)
         self.nodes, self.outputs = plan_cells(cells, self.levels)
         self.attention = attention
         inner = cell_input_width or width
-        self.ops = nn.ModuleList(_NodeOp(inner, width, norm) for _ in self.nodes)
+        self.ops = nn.ModuleList(_NodeOp(inner, width, norm, conv_bias) for _ in self.nodes)
         # Model Garden layout: per node, one 1x1 conv + BN per input (the two, then the extras).
         self.input_projections = nn.ModuleList(
-            nn.ModuleList(nn.Sequential(*_conv_bn(width, inner, 1, norm)) for _ in (*node.inputs, *node.extra))
+            nn.ModuleList(nn.Sequential(*_conv_bn(width, inner, 1, norm, conv_bias))
+                          for _ in (*node.inputs, *node.extra))
             for node in self.nodes) if inner != width else None
 
     def forward(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -184,7 +189,8 @@ class NASFPN(nn.Module):
     def __init__(self, in_features: list[FeatureInfo], width: int = 256, num_stacks: int = 7, *,
                  max_level: int = 7, cells: Sequence[MergingCell] = NASFPN_CELLS,
                  attention: Attention = "max_coarse", extra_levels: Literal["pool", "conv_pool"] = "pool",
-                 norm: NormSettings = TPU_RETINANET_NORM, cell_input_width: int | None = None):
+                 norm: NormSettings = TPU_RETINANET_NORM, cell_input_width: int | None = None,
+                 conv_bias: bool = True):
         super().__init__()
         if attention not in ("max_coarse", "avg_fine"):
             raise UsageError(f"unknown attention {attention!r}; allowed: max_coarse, avg_fine")
@@ -196,6 +202,7 @@ class NASFPN(nn.Module):
         if in_levels != list(range(in_levels[0], in_levels[0] + len(in_levels))):
             raise UsageError(f"NAS-FPN needs consecutive input levels, got {in_levels}")
         levels = list(range(in_levels[0], max_level + 1))
+        self.conv_bias = conv_bias
         self.projections = nn.ModuleList(self._projection(f.channels, width, norm) for f in in_features)
         num_extra = max_level - in_levels[-1]
         self.extra = nn.ModuleList(
@@ -204,15 +211,14 @@ class NASFPN(nn.Module):
         if cell_input_width is not None and cell_input_width < 1:
             raise UsageError(f"cell_input_width must be positive or None, got {cell_input_width}")
         self.stacks = nn.ModuleList(NASFPNStack(width, levels, cells, attention=attention, norm=norm,
-                                                cell_input_width=cell_input_width)
+                                                cell_input_width=cell_input_width, conv_bias=conv_bias)
                                     for _ in range(num_stacks))
         self.feature_info = [FeatureInfo(width, 2 ** lvl) for lvl in levels]
 
-    @staticmethod
-    def _projection(cin: int, width: int, norm: NormSettings, always: bool = False) -> nn.Module:
+    def _projection(self, cin: int, width: int, norm: NormSettings, always: bool = False) -> nn.Module:
         if cin == width and not always:
             return nn.Identity()
-        return nn.Sequential(*_conv_bn(cin, width, 1, norm))
+        return nn.Sequential(*_conv_bn(cin, width, 1, norm, self.conv_bias))
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         pyramid = [proj(x) for proj, x in zip(self.projections, features)]
