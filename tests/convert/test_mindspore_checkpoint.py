@@ -8,26 +8,9 @@ import torch
 
 from scaledet.convert.mindspore_checkpoint import MindSporeCheckpointError, read_mindspore_checkpoint
 
+from _mindspore_files import ckpt_value as _value
+
 FIXTURE = "nasfpn_mindspore_ref"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _field(key: int, payload: bytes) -> bytes:
-    return bytes([key]) + _varint(len(payload)) + payload
-
-
-def _value(name: str, tensor_type: str, dims, content: bytes) -> bytes:
-    """One serialised ``Checkpoint`` holding one value, byte for byte as SOURCE.md shows them."""
-    tensor = b"".join(b"\x08" + _varint(d) for d in dims) + _field(0x12, tensor_type.encode()) + _field(0x1A, content)
-    return _field(0x0A, _field(0x0A, name.encode()) + _field(0x12, tensor))
 
 
 def _write(tmp_path, data: bytes, name="x.ckpt"):
