@@ -114,6 +114,9 @@ class EvalConfig:
     voc_metric: Literal["area", "11point"] = "area"  # VOC2010+ all-point AP | VOC2007 11-point AP
     score_threshold: float | None = None  # None: the model's own
     max_images: int | None = None
+    # which validation images are scored: all | the MindSpore NAS-FPN port's subset (>= 1 annotation,
+    # no crowd annotation; its published AP is on that subset); scaledet/eval/image_filters.py
+    image_filter: Literal["all", "annotated_non_crowd"] = "all"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class Config:
         if self.train.keep_best not in reported:
             raise ConfigError(f"train.keep_best={self.train.keep_best!r} is not a metric of "
                               f"eval.metric={self.eval.metric!r}; allowed: {', '.join(reported)}")
+        if self.eval.image_filter != "all" and self.eval.metric != "coco":
+            raise ConfigError(f"eval.image_filter={self.eval.image_filter!r} selects images of a COCO annotation "
+                              f"file and needs eval.metric='coco', not {self.eval.metric!r}")
         if self.eval.metric == "voc" and self.data.format != "voc":
             raise ConfigError(f"eval.metric='voc' scores against VOC annotations and needs data.format='voc', "
                               f"not {self.data.format!r}")

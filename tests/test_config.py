@@ -29,6 +29,7 @@ def _write(tmp_path: Path, **sections) -> Path:
     ("train", "amp", "fp8", "none, bf16, fp16"),
     ("eval", "metric", "vocc", "coco, voc"),
     ("eval", "voc_metric", "11-point", "area, 11point"),
+    ("eval", "image_filter", "non_crowd", "all, annotated_non_crowd"),
     ("optim", "optimizer", "sgdm", "sgd, adam, adamw"),
     ("optim", "schedule", "linear", "constant, step, cosine, multiphase_warmup_cosine, mindspore_nasfpn"),
     ("data", "augment", "mosaic", "scale_jitter, ssd, port_iou_crop, resize"),
@@ -61,6 +62,9 @@ def test_contradicting_settings_fail_at_load(tmp_path):
         load_config(_write(tmp_path, data={"format": "voc"}, eval={"metric": "voc"}))
     with pytest.raises(ConfigError, match=r"eval\.metric='voc'.*needs data\.format='voc'.*'coco'"):
         load_config(_write(tmp_path, eval={"metric": "voc"}, train={"keep_best": "mIoU"}))
+    with pytest.raises(ConfigError, match=r"eval\.image_filter='annotated_non_crowd'.*needs eval\.metric='coco'"):
+        load_config(_write(tmp_path, data={"format": "voc"}, eval={"metric": "voc", "image_filter": "annotated_non_crowd"},
+                           train={"keep_best": "mIoU"}))
     # Overrides are applied together, so switching the metric and keep_best at once is fine.
     cfg = load_config(_write(tmp_path), ["data.format=voc", "eval.metric=voc", "train.keep_best=mIoU"])
     assert (cfg.eval.metric, cfg.train.keep_best) == ("voc", "mIoU")
@@ -89,6 +93,7 @@ def test_config_choices_are_the_ones_the_code_implements():
     from scaledet.data.factory import FORMATS
     from scaledet.engine.schedules import SCHEDULES
     from scaledet.engine.trainer import AMP_DTYPES
+    from scaledet.eval.image_filters import IMAGE_FILTERS
     from scaledet.eval.voc import VOC_METRICS
 
     def choices(cls, name):
@@ -98,3 +103,4 @@ def test_config_choices_are_the_ones_the_code_implements():
     assert choices(OptimConfig, "schedule") == set(SCHEDULES)
     assert choices(TrainConfig, "amp") == set(AMP_DTYPES)
     assert choices(EvalConfig, "voc_metric") == set(VOC_METRICS)
+    assert choices(EvalConfig, "image_filter") == set(IMAGE_FILTERS)

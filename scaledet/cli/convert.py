@@ -25,6 +25,17 @@ examples:
   scaledet eval retinanet_spinenet49s_coco --checkpoint 49s.pt --set data.root=/data/coco
 """
 
+MS_EXAMPLE = """\
+examples:
+  # a checkpoint of the MindSpore NAS-FPN port (mindspore-ai/models research/cv/nas-fpn):
+  scaledet convert mindspore-nasfpn retinanet-300_916.ckpt retinanet_nasfpn_r50_port.pt
+  scaledet eval retinanet_nasfpn_r50_port --checkpoint retinanet_nasfpn_r50_port.pt --set data.root=/data/coco
+
+The output is a retinanet_nasfpn_r50_port checkpoint (widths and class count read off the
+tensors; the port's class order, COCO category ids) that eval/predict/export/train take as is.
+See docs/CONVERT.md.
+"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from scaledet.cli.main import add_common_arguments
@@ -50,6 +61,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          "torchvision's defaults and trained yourself)")
     tv.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     tv.set_defaults(func=run_torchvision_retinanet)
+    ms = kinds.add_parser(
+        "mindspore-nasfpn", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=MS_EXAMPLE,
+        help="MindSpore NAS-FPN port .ckpt -> scaledet retinanet_nasfpn_r50_port checkpoint",
+        description="Convert a checkpoint of the MindSpore NAS-FPN port (eval or training .ckpt; read without "
+                    "MindSpore) into a scaledet checkpoint for retinanet_nasfpn_r50_port. Every parameter must "
+                    "map; anything left over or missing is an error that lists it, and nothing is written.")
+    add_common_arguments(ms)
+    ms.add_argument("input", type=Path, help="MindSpore .ckpt of the port's network (names network.backbone...)")
+    ms.add_argument("output", type=Path, help="scaledet checkpoint to write")
+    ms.add_argument("--image-size", type=int, default=640, metavar="N",
+                    help="square input size recorded with the model (the port's img_shape; default 640)")
+    ms.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    ms.set_defaults(func=run_mindspore_nasfpn)
 
     tf = kinds.add_parser(
         "tf-retinanet", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TF_EXAMPLE,
@@ -106,4 +130,16 @@ def run_tf_retinanet(args: argparse.Namespace) -> int:
                                       classes=args.classes, force=args.force)
     print(f"wrote {args.output}: {args.model} ({args.layout} layout), {len(checkpoint['class_names'])} classes, "
           f"{checkpoint['converted_from']['tf_variables']} TF variables -> {len(checkpoint['model'])} tensors")
+    return 0
+
+
+def run_mindspore_nasfpn(args: argparse.Namespace) -> int:
+    from scaledet.convert.mindspore_nasfpn import MODEL_NAME, mindspore_nasfpn_checkpoint
+
+    if args.output.exists() and not args.force:
+        raise FileExistsError(f"{args.output}: already exists (use --force to overwrite)")
+    checkpoint = mindspore_nasfpn_checkpoint(args.input, args.output, image_size=args.image_size)
+    model_args = checkpoint["model_args"]
+    print(f"wrote {args.output}: {MODEL_NAME}, {model_args['num_classes']} classes, "
+          f"{len(checkpoint['model'])} tensors, input {model_args['image_size']}x{model_args['image_size']}")
     return 0

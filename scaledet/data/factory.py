@@ -22,6 +22,7 @@ class DataBundle:
     class_names: list[str]
     label_to_category_id: list[int] | None  # for COCO results files
     val_annotations: Path | None  # COCO ground truth of the validation split
+    val_image_ids: list[int] | None = None  # the images COCO scoring keeps (eval.image_filter); None: all
 
     def set_transforms(self, cfg: DataConfig, model) -> None:
         """Attach transforms once the model, and so its ``input_spec``, is known."""

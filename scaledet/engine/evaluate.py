@@ -114,7 +114,33 @@ def build_evaluator(cfg: EvalConfig, bundle: DataBundle, *, label_to_category_id
     from scaledet.eval.coco import CocoEvaluator
 
     return CocoEvaluator(bundle.val_annotations, label_to_category_id or bundle.label_to_category_id,
-                         results_path)
+                         results_path, image_ids=bundle.val_image_ids)
+
+
+def select_validation_images(cfg: EvalConfig, bundle: DataBundle) -> None:
+    """Narrow ``bundle.val`` as ``eval.image_filter`` and then ``eval.max_images`` say.
+
+    The filter's image ids go to ``bundle.val_image_ids``, so COCO scoring counts only them (the
+    MindSpore port's evaluation, docs/reference/MINDSPORE_FORMATS.md §3). A data set that lists its
+    items' image ids without reading them (COCO JSON) also drops the other images; record files
+    (MindRecord, TFRecord) keep their rows, and their images outside the filter go unscored.
+    """
+    if bundle.val is None:
+        return
+    if cfg.image_filter != "all":
+        from scaledet.eval.image_filters import filtered_image_ids
+
+        if bundle.val_annotations is None:
+            raise UsageError(f"eval.image_filter={cfg.image_filter} selects images of a COCO annotation file; "
+                             "set data.val_annotations")
+        kept = filtered_image_ids(cfg.image_filter, bundle.val_annotations)
+        bundle.val_image_ids = kept
+        ids = getattr(bundle.val, "image_ids", None)
+        if ids is not None:
+            wanted = set(kept)
+            bundle.val = Subset(bundle.val, [k for k, image_id in enumerate(ids) if image_id in wanted])
+    if cfg.max_images:
+        bundle.val = Subset(bundle.val, range(min(cfg.max_images, len(bundle.val))))
 
 
 def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: Path | None = None,
@@ -125,8 +151,7 @@ def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: 
 
     model = model_from_checkpoint(checkpoint, device)
     bundle = build_datasets(cfg.data, train=False, val=True)
-    if cfg.eval.max_images:
-        bundle.val = Subset(bundle.val, range(min(cfg.eval.max_images, len(bundle.val))))
+    select_validation_images(cfg.eval, bundle)
     bundle.set_transforms(cfg.data, model)
     if cfg.eval.score_threshold is not None:
         model.postprocessor.score_threshold = cfg.eval.score_threshold

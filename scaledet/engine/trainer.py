@@ -26,6 +26,7 @@ from scaledet.engine.distributed import (
     DistInfo, all_reduce_sum, barrier, convert_sync_batchnorm, gather_objects, init_distributed, resolve_device,
     restart_count,
 )
+from scaledet.engine.evaluate import select_validation_images
 from scaledet.engine.sampling import ResumableSampler, SeededAugmentation
 from scaledet.engine.schedules import learning_rate
 from scaledet.eval.base import EvalResult
@@ -170,9 +171,7 @@ class Trainer:
         check_model_arguments(cfg.model)  # a typo in model.args fails here, before any data is read
         torch.manual_seed(cfg.train.seed + self.info.rank)
         self.bundle = build_datasets(cfg.data, train=True, val=True)
-        if cfg.eval.max_images and self.bundle.val is not None:
-            self.bundle.val = torch.utils.data.Subset(self.bundle.val,
-                                                      range(min(cfg.eval.max_images, len(self.bundle.val))))
+        select_validation_images(cfg.eval, self.bundle)
         num_classes = cfg.model.num_classes or len(self.bundle.class_names)
         model = build_model_from_config(cfg, num_classes, self.bundle.class_names, self.bundle.label_to_category_id)
         self.image_size = model.default_image_size

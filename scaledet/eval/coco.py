@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,9 @@ def _silent(*_args: Any, **_kwargs: Any) -> None:
 
 
 def evaluate_coco(gt: str | Path | Mapping, results: str | Path | Sequence[Mapping],
-                  iou_type: str = "bbox") -> dict[str, float]:
-    """The 12 standard COCO statistics over every ground-truth image (``COCOeval`` defaults).
+                  iou_type: str = "bbox", image_ids: Collection[int] | None = None) -> dict[str, float]:
+    """The 12 standard COCO statistics over every ground-truth image (``COCOeval`` defaults), or
+    over ``image_ids`` only (``params.imgIds``; detections on other images are not scored).
 
     ``gt`` is an annotation file or dict; ``results`` a results file (a JSON list of
     detections, or a COCO dict whose ``annotations`` are the detections) or such a list.
@@ -127,6 +128,8 @@ def evaluate_coco(gt: str | Path | Mapping, results: str | Path | Sequence[Mappi
     coco_gt = COCO(gt_dataset, print_function=_silent)
     coco_dt = coco_gt.loadRes(detections)
     evaluator = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=_silent)
+    if image_ids is not None:
+        evaluator.params.imgIds = sorted(int(i) for i in image_ids)
     evaluator.run()
     return {name: float(value)
             for name, value in zip(COCO_STAT_NAMES, evaluator.stats[:len(COCO_STAT_NAMES)])}
@@ -173,12 +176,14 @@ class CocoEvaluator(Evaluator):
 
     ``label_to_category_id`` maps the model's contiguous labels to the file's category ids. The
     detections of every image are written to ``results_path`` (a COCO results file) when given.
+    ``image_ids``: score only these images of the file (``eval.image_filter``).
     """
 
     def __init__(self, annotations: str | Path | Mapping,
                  label_to_category_id: Sequence[int] | Mapping[int, int],
-                 results_path: Path | None = None) -> None:
+                 results_path: Path | None = None, image_ids: Collection[int] | None = None) -> None:
         super().__init__()
+        self.image_ids = image_ids
         self.annotations = annotations
         self.label_to_category_id = label_to_category_id
         self.results_path = results_path
@@ -192,6 +197,6 @@ class CocoEvaluator(Evaluator):
         if self.results_path is not None:
             self.results_path.parent.mkdir(parents=True, exist_ok=True)
             self.results_path.write_text(json.dumps(results))
-        stats = (evaluate_coco(self.annotations, results) if results
+        stats = (evaluate_coco(self.annotations, results, image_ids=self.image_ids) if results
                  else {name: 0.0 for name in COCO_STAT_NAMES})
         return EvalResult(stats, format_coco_table(stats), results_path=self.results_path)

@@ -45,3 +45,28 @@ def test_class_names_and_unknown_filter():
     assert annotated_non_crowd_image_ids(data, class_names=["cat"]) == [1]
     with pytest.raises(ValueError, match="unknown image filter 'crowdless'"):
         filtered_image_ids("crowdless", data)
+
+
+def test_eval_image_filter_narrows_the_set_and_the_scoring(coco_tiny):
+    """eval.image_filter through the evaluation set-up: the COCO set loses the crowd images and
+    COCO scoring counts only the kept ones (perfect detections on them score AP 1)."""
+    from scaledet.config import load_config
+    from scaledet.data.factory import build_datasets
+    from scaledet.engine.evaluate import select_validation_images
+    from scaledet.eval.coco import CocoEvaluator, evaluate_coco
+
+    annotations = coco_tiny / "annotations" / "instances_val2017.json"
+    cfg = load_config(None, ["data.format=coco", f"data.val_images={coco_tiny / 'val2017'}",
+                             f"data.val_annotations={annotations}", "eval.image_filter=annotated_non_crowd"])
+    bundle = build_datasets(cfg.data, train=False, val=True)
+    select_validation_images(cfg.eval, bundle)
+    kept = annotated_non_crowd_image_ids(annotations)
+    assert bundle.val_image_ids == kept and len(bundle.val) == len(kept) < 80
+    assert [bundle.val.dataset.image_ids[k] for k in bundle.val.indices] == kept
+    data = json.loads(annotations.read_text())
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in data["annotations"] if a["image_id"] in set(kept)]
+    assert evaluate_coco(annotations, perfect, image_ids=kept)["AP"] == pytest.approx(1.0)
+    assert evaluate_coco(annotations, perfect)["AP"] < 0.99  # the crowd images' objects count as missed
+    evaluator = CocoEvaluator(annotations, bundle.label_to_category_id, image_ids=bundle.val_image_ids)
+    assert evaluator.summarize([perfect]).metrics["AP"] == pytest.approx(1.0)
