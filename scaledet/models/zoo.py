@@ -61,10 +61,20 @@ ZOO: dict[str, ZooEntry] = {
                   "tensorflow/tpu MODEL_ZOO.md, 350 epochs from scratch (docs/reference/NASFPN.md §2.5)",
                   60.3, 140.6),
         recipe="retinanet_nasfpn_r50_coco", release=_TPU_ZOO,
-        note="the recipe switches to the MindSpore port's variant (average-pool attention, conv P6/P7), "
-             "published at 41.7 mAP val2017 (docs/reference/NASFPN.md §2.5). `scaledet convert tf-retinanet "
-             "--layout tf2` reads TF2 Model Garden R-50 NAS-FPN checkpoints (docs/CONVERT.md); the tensorflow/tpu "
-             "release's layout is not mapped"),
+        note="the tensorflow/tpu and TF2 Model Garden form (one head shared by the levels, 80 classes); its "
+             "recipe borrows the MindSpore port's settings (average-pool attention, conv P6/P7). "
+             "`scaledet convert tf-retinanet --layout tf2` reads TF2 Model Garden R-50 NAS-FPN checkpoints "
+             "(docs/CONVERT.md); the tensorflow/tpu release's layout is not mapped. The port's exact network is "
+             "retinanet_nasfpn_r50_port"),
+    "retinanet_nasfpn_r50_port": ZooEntry(
+        Published("41.7 AP", "COCO val2017, images with annotations and no crowd",
+                  "MindSpore port README_CN.md (docs/reference/NASFPN.md §2.5; its evaluation subset: "
+                  "docs/reference/MINDSPORE_FORMATS.md §3)"),
+        recipe="retinanet_nasfpn_r50_port",
+        release="mindspore-ai/models `research/cv/nas-fpn` .ckpt files, MindSpore", convert="mindspore-nasfpn",
+        note="the MindSpore port exactly: per-level towers without biases, 81 sigmoid channels (background "
+             "included), TF 'same' padding, its BN and NMS; 85.89M parameters, the published 60.3M form plus "
+             "the unshared towers and the 81st channel (docs/CONVERT.md)"),
     "retinanet_nasfpn_r50_384": ZooEntry(
         Published("45.4 AP", "COCO test-dev",
                   "NAS-FPN paper via a third-party listing; size recalled, unverified "

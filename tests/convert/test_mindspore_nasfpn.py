@@ -119,6 +119,14 @@ def test_full_size_count_against_the_published_figure():
     shared_form = total - unshared_towers - unshared_predictors - background_channel
     assert shared_form == 59_946_048
     assert abs(shared_form / 60.3e6 - 1) < 0.01  # -0.59%
+    # against our own count of the published form: the port's P6/P7 1x1 conv + BN, less the
+    # published form's conv biases (neck 7 x 7 x 256, laterals 3 x 256, head 8 x 256 + 9 x 80 + 36)
+    # and its per-level head BN (2 x 4 x 5 x 512)
+    with torch.device("meta"):
+        published_form = create_model("retinanet_nasfpn_r50", num_classes=80)
+    biases_and_head_bn = 7 * 7 * 256 + 3 * 256 + 8 * 256 + 9 * 80 + 36 + 2 * 4 * 5 * 512
+    assert shared_form - sum(p.numel() for p in published_form.parameters()) == \
+        2 * (256 * 256 + 2 * 256) - biases_and_head_bn
 
 
 def test_training_checkpoint_state_is_dropped(ref):
