@@ -59,7 +59,9 @@ def test_every_registered_model_declares_the_contract(name):
     spec = model.input_spec
     blitz = name.startswith("blitznet")
     assert model.model_name == name and model.has_mask is blitz
-    assert (spec.resize_mode, spec.size_divisor) == (("square", 1) if blitz else ("long_side", 128))
+    # BlitzNet and the MindSpore NAS-FPN port stretch the image to a square; other RetinaNets keep its aspect
+    expected = ("square", 1) if blitz else ("square", 128) if name.endswith("_port") else ("long_side", 128)
+    assert (spec.resize_mode, spec.size_divisor) == expected
     assert spec.pixel_mean == (pytest.approx(BLITZNET_MEAN) if blitz else IMAGENET_MEAN)
     assert (model.pixel_mean, model.size_divisor, model.default_image_size) == (
         spec.pixel_mean, spec.size_divisor, spec.image_size)
@@ -72,6 +74,8 @@ def test_every_registered_model_declares_the_contract(name):
     ("retinanet_spinenet49_tiny", TINY_RETINA, (200, 300)),  # padded to 256 x 384 by forward
     ("retinanet_resnet50_fpn", dict(num_classes=2), (128, 256)),
     ("blitznet_tiny", dict(num_classes=3), (96, 160)),
+    ("retinanet_nasfpn_r50_port", dict(num_classes=3, width_multiplier=0.0625, width=8, num_stacks=1,
+                                       head_width=8), (128, 128)),
 ])
 def test_num_anchors_is_the_length_of_the_predictions_and_masks_follow_has_mask(name, kwargs, size):
     torch.manual_seed(0)
