@@ -13,13 +13,11 @@ Without the original sizes the boxes are grown by one network pixel.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torchvision.ops import batched_nms
 
 from scaledet.ops.box_coder import BoxCoder
-from scaledet.ops.postprocess import _clip_rows, pad_detections, rank_within_image
+from scaledet.ops.postprocess import clip_rows, pad_detections, rank_within_image, scores_above
 
 
 class PortPostProcessor(torch.nn.Module):
@@ -42,18 +40,12 @@ class PortPostProcessor(torch.nn.Module):
         deltas = torch.cat(box_deltas, 1)
         anchor_boxes = torch.cat(anchors, 0)
         batch, _, num_classes = logits.shape
-        threshold = self.score_threshold
-        logit_floor = math.log(threshold / (1 - threshold)) - 1e-4 if 0 < threshold < 1 else -math.inf
         sizes = image_sizes.to(logits.device)
-        flat = logits.flatten(1)
-        image, index = torch.nonzero(flat > logit_floor, as_tuple=True)
-        scores = torch.sigmoid(flat[image, index].float())
-        keep = scores > threshold
-        image, index, scores = image[keep], index[keep], scores[keep]
+        image, index, scores = scores_above(logits.flatten(1), self.score_threshold)  # no pre-NMS top-k
         anchor_idx = torch.div(index, num_classes, rounding_mode="floor")
         labels = index - anchor_idx * num_classes
-        boxes = _clip_rows(self.box_coder.decode(deltas[image, anchor_idx].float(), anchor_boxes[anchor_idx]),
-                           sizes[image])
+        boxes = clip_rows(self.box_coder.decode(deltas[image, anchor_idx].float(), anchor_boxes[anchor_idx]),
+                          sizes[image])
         if original_sizes is None:
             grow = torch.ones_like(boxes[:, :2])
         else:

@@ -60,6 +60,17 @@ def pad_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tens
     }
 
 
+def scores_above(flat_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(image, flat index, sigmoid score)`` of every entry of ``[B, N]`` logits scoring above
+    ``threshold``. The threshold is applied to the logits first (sigmoid is monotonic; the margin
+    keeps rounding from dropping a borderline entry), so the sigmoid runs on the survivors only."""
+    floor = math.log(threshold / (1 - threshold)) - 1e-4 if 0 < threshold < 1 else -math.inf
+    image, index = torch.nonzero(flat_logits > floor, as_tuple=True)
+    scores = torch.sigmoid(flat_logits[image, index].float())
+    keep = scores > threshold
+    return image[keep], index[keep], scores[keep]
+
+
 class SigmoidPostProcessor(torch.nn.Module):
     """Per-level top-k over (anchor, class) pairs, score threshold, class-wise NMS, max detections.
 
@@ -89,23 +100,17 @@ class SigmoidPostProcessor(torch.nn.Module):
         """
         batch = cls_logits[0].shape[0]
         num_classes = cls_logits[0].shape[-1]
-        threshold = self.score_threshold
-        logit_floor = math.log(threshold / (1 - threshold)) - 1e-4 if 0 < threshold < 1 else -math.inf
         sizes = image_sizes.to(cls_logits[0].device)
         all_boxes, all_scores, all_labels, all_images = [], [], [], []
         for logits, deltas, level_anchors in zip(cls_logits, box_deltas, anchors):
-            flat = logits.flatten(1)
-            image, index = torch.nonzero(flat > logit_floor, as_tuple=True)
-            scores = torch.sigmoid(flat[image, index].float())
-            keep = scores > threshold
-            image, index, scores = image[keep], index[keep], scores[keep]
+            image, index, scores = scores_above(logits.flatten(1), self.score_threshold)
             order, rank, _ = rank_within_image(image, scores, batch)
             top = order[rank < self.pre_nms_topk]
             image, index, scores = image[top], index[top], scores[top]
             anchor_idx = torch.div(index, num_classes, rounding_mode="floor")
             decoded = self.box_coder.decode(deltas[image, anchor_idx].float(), level_anchors[anchor_idx])
             # the legacy +1 convention's last pixel is size - 1 (docs/reference/TF_ARITHMETIC.md §8)
-            boxes = _clip_rows(decoded, sizes[image] - self.box_coder.pixel_offset)
+            boxes = clip_rows(decoded, sizes[image] - self.box_coder.pixel_offset)
             labels = index - anchor_idx * num_classes
             if self.drop_zero_boxes:
                 real = (boxes > 0).any(dim=1)
@@ -120,7 +125,7 @@ class SigmoidPostProcessor(torch.nn.Module):
         return pad_detections(boxes[keep], scores[keep], labels[keep], image[keep], batch, self.max_detections)
 
 
-def _clip_rows(boxes: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
+def clip_rows(boxes: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
     """Clip ``[N, 4]`` xyxy boxes, each to its own image's ``(h, w)`` in ``hw [N, 2]``."""
     h = hw[:, 0].to(boxes.dtype)
     w = hw[:, 1].to(boxes.dtype)
