@@ -103,3 +103,30 @@ def test_converted_port_checkpoint_exports_to_onnx(shared_data, tmp_path, capsys
                  str(converted), "--image-size", "256"]) == 0
     assert main(["export", "--checkpoint", str(converted), "--output", str(tmp_path / "port.onnx")]) == 0
     assert "checked against PyTorch with ONNX Runtime" in capsys.readouterr().out
+
+
+def test_bad_mindrecord_input_fails_in_one_line_naming_the_file(mindrecord, tmp_path, capsys):
+    """Through `scaledet train`: a shard without its .db index, then a corrupt page."""
+    import shutil
+
+    folder = tmp_path / "mindrecord"
+    shutil.copytree(mindrecord, folder)
+    shard = max(folder.glob("retinanet.mindrecord[0-7]"), key=lambda p: p.stat().st_size)  # one with rows
+    index = shard.with_name(shard.name + ".db")
+    index.rename(tmp_path / "saved.db")
+    config = _fixture_config(tmp_path, folder, "model.image_size=128", "model.args={width_multiplier: 0.0625, "
+                             "width: 8, num_stacks: 1, head_width: 8}", "train.total_steps=1")
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--output", str(run), "--no-progress", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(shard) in err and ".db is missing" in err
+
+    (tmp_path / "saved.db").rename(index)
+    data = bytearray(shard.read_bytes())
+    start = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["header_size"]
+    data[start:start + 8] = (10 ** 9).to_bytes(8, "big")  # the first row's length: past the page's end
+    shard.write_bytes(bytes(data))
+    assert main(["train", str(config), "--output", str(run), "--no-progress", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(shard) in err and "corrupt row" in err
+    assert not (run / "last.pt").exists()
