@@ -61,5 +61,6 @@ class PortRetinaHead(nn.Module):
 
 
 def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
-    """MindSpore's ``TruncatedNormal(sigma)``: N(0, sigma) redrawn outside +-2 sigma."""
+    """MindSpore's ``TruncatedNormal(sigma)``: N(0, sigma) redrawn outside +-2 sigma
+    (docs/reference/MINDSPORE_FORMATS.md §6)."""
     return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
