@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from scaledet.errors import UsageError
 from scaledet.models.common import FeatureInfo
+from scaledet.models.heads.retina_head import level_channels
 
 
 class PerLevelTower(nn.Sequential):
@@ -40,10 +40,7 @@ class PortRetinaHead(nn.Module):
     def __init__(self, in_features: list[FeatureInfo], num_classes: int, num_anchors: int, *,
                  width: int = 256, num_convs: int = 4, init_std: float = 0.01):
         super().__init__()
-        channels = {f.channels for f in in_features}
-        if len(channels) != 1:
-            raise UsageError(f"PortRetinaHead needs equal channels on every level, got {sorted(channels)}")
-        cin = channels.pop()
+        cin = level_channels(in_features, "PortRetinaHead")
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         outputs = num_anchors * (num_classes + 1)

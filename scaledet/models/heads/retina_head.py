@@ -60,10 +60,7 @@ class RetinaHead(nn.Module):
                  num_convs: int = 4, norm: str = "per_level_bn", norm_settings: NormSettings = TPU_RETINANET_NORM,
                  act: str = "relu", prior_prob: float = 0.01, predictor_init_std: float = 1e-5):
         super().__init__()
-        channels = {f.channels for f in in_features}
-        if len(channels) != 1:
-            raise UsageError(f"RetinaHead shares convs across levels and needs equal channels, got {channels}")
-        cin = channels.pop()
+        cin = level_channels(in_features, "RetinaHead")
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         self.strides = [f.stride for f in in_features]
@@ -79,6 +76,14 @@ class RetinaHead(nn.Module):
             "cls_logits": [self.cls_tower(f, i) for i, f in enumerate(features)],
             "box_deltas": [self.box_tower(f, i) for i, f in enumerate(features)],
         }
+
+
+def level_channels(in_features: list[FeatureInfo], head: str) -> int:
+    """The one channel count of every level a head reads (its towers' input width)."""
+    channels = sorted({f.channels for f in in_features})
+    if len(channels) != 1:
+        raise UsageError(f"{head} needs the same number of channels on every level, got {channels}")
+    return channels[0]
 
 
 def flatten_level(x: torch.Tensor, per_anchor: int) -> torch.Tensor:
