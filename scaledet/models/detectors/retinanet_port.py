@@ -65,7 +65,7 @@ class PortRetinaNet(RetinaNet):
         sizes = [tuple(x.shape[-2:]) for x in outputs["cls_logits"]]
         return cls, box, self.anchor_generator(sizes, device=cls[0].device)
 
-    def postprocess(self, outputs, image_sizes, original_sizes=None):
+    def postprocess(self, outputs, image_sizes, *, original_sizes=None):
         """Detections of the real classes; with ``original_sizes`` (the files' ``(h, w)``) the NMS
         areas are +1 in original pixels as in the port, else +1 in network pixels."""
         cls, box, anchors = self.flat_outputs(outputs)
