@@ -135,10 +135,12 @@ def select_validation_images(cfg: EvalConfig, bundle: DataBundle) -> None:
                              "set data.val_annotations")
         kept = filtered_image_ids(cfg.image_filter, bundle.val_annotations)
         bundle.val_image_ids = kept
-        ids = getattr(bundle.val, "image_ids", None)
-        if ids is not None:
+        from scaledet.data.coco import CocoDetection
+
+        if isinstance(bundle.val, CocoDetection):  # its image ids are known without reading the images
             wanted = set(kept)
-            bundle.val = Subset(bundle.val, [k for k, image_id in enumerate(ids) if image_id in wanted])
+            bundle.val = Subset(bundle.val, [k for k, image_id in enumerate(bundle.val.image_ids)
+                                             if image_id in wanted])
     if cfg.max_images:
         bundle.val = Subset(bundle.val, range(min(cfg.max_images, len(bundle.val))))
 
