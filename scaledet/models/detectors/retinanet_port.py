@@ -18,9 +18,10 @@ differs from our ``retinanet_nasfpn_r50``, which is the tensorflow/tpu / Model G
 
 Parameter count at full size (81 channels): 85,891,392, the port's trainable count
 (``full_size_params_eval.tsv``; tested). Against the published 60.3M of the model with one
-shared head and 80 classes (docs/reference/NASFPN.md): unsharing the four 256-wide tower convs
-over five levels adds 2 towers x 4 levels x 4 x 589,824 = 18,874,368; unsharing the predictors
-adds 4 x 2,304 x (720 + 36) = 6,967,296; the 81st channel adds 5 x 9 x 2,304 = 103,680.
+shared head and 80 classes (docs/reference/NASFPN.md §2.5): unsharing the four 256-wide tower
+convs over five levels adds 2 towers x 4 more levels x 4 convs x 589,824 = 18,874,368; unsharing
+the predictors adds 4 x 2,304 x (720 + 36) = 6,967,296; the 81st channel adds 5 x 9 x 2,304 =
+103,680.
 85,891,392 - 25,945,344 = 59,946,048, which is 0.59% below 60.3M; it exceeds our own count of
 that form (``retinanet_nasfpn_r50``, 80 classes) by the port's P6/P7 1x1 convs less the published
 form's biases and head BN (tested; docs/CONVERT.md).
