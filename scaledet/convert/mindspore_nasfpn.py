@@ -23,7 +23,7 @@ import torch
 from scaledet.convert.mindspore_checkpoint import MindSporeCheckpointError, read_mindspore_checkpoint
 from scaledet.data.mindrecord_dataset import COCO_CATEGORY_IDS, PORT_COCO_CLASSES
 
-__all__ = ["MODEL_NAME", "PORT_BOX_ORDER_TO_OURS", "port_model_args", "port_state_dict",
+__all__ = ["MODEL_NAME", "PORT_BOX_ORDER_TO_OURS", "network_params", "port_model_args", "port_state_dict",
            "convert_mindspore_nasfpn", "mindspore_nasfpn_checkpoint"]
 
 MODEL_NAME = "retinanet_nasfpn_r50_port"
@@ -70,7 +70,7 @@ def _our_name(name: str) -> str | None:
     return f"{head}.{_BN.get(leaf, leaf)}"
 
 
-def _network_params(path: Path, params: dict) -> "OrderedDict[str, torch.Tensor]":
+def network_params(path: Path, params: dict) -> "OrderedDict[str, torch.Tensor]":
     """The network's tensors with ``network.`` stripped; training state dropped."""
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for name, value in params.items():
@@ -157,7 +157,7 @@ def convert_mindspore_nasfpn(path: str | Path, *, image_size: int = 640) -> tupl
     from scaledet.registry import create_model
 
     path = Path(path)
-    params = _network_params(path, read_mindspore_checkpoint(path))
+    params = network_params(path, read_mindspore_checkpoint(path))
     model_args = {**port_model_args(path, params), "image_size": image_size}
     try:
         model = create_model(MODEL_NAME, **model_args)

@@ -11,7 +11,8 @@ from _parts import read_listing
 
 from scaledet.convert.mindspore_checkpoint import MindSporeCheckpointError, read_mindspore_checkpoint
 from scaledet.convert.mindspore_nasfpn import (PORT_BOX_ORDER_TO_OURS, convert_mindspore_nasfpn,
-                                               mindspore_nasfpn_checkpoint, port_model_args, port_state_dict)
+                                               mindspore_nasfpn_checkpoint, network_params, port_model_args,
+                                               port_state_dict)
 from scaledet.models.heads.retina_head import flatten_level
 from scaledet.registry import create_model
 
@@ -129,10 +130,16 @@ def test_full_size_count_against_the_published_figure():
         2 * (256 * 256 + 2 * 256) - biases_and_head_bn
 
 
-def test_training_checkpoint_state_is_dropped(ref):
-    params = _meta_params({n: s for n, s in _listing(ref, "full_size_params_train_ckpt.tsv").items()
-                           if not n.startswith(("moments.", "learning_rate", "momentum", "global_step"))})
-    assert len(params) == 585  # the training file's network.* tensors are the eval file's
+def test_training_checkpoint_maps_once_its_optimizer_state_is_dropped(ref):
+    """train.py's checkpoint: the 585 network tensors plus Momentum accumulators, lr, momentum, step."""
+    train = {name: torch.empty(shape, device="meta") for name, shape in
+             _listing(ref, "full_size_params_train_ckpt.tsv").items()}
+    assert len(train) == 959
+    network = network_params(ref, train)
+    assert sorted(network) == sorted(_meta_params(_listing(ref, "full_size_params_eval.tsv")))
+    with torch.device("meta"):
+        model = create_model("retinanet_nasfpn_r50_port", **port_model_args(ref, network))
+    port_state_dict(ref, network, model)  # raises on anything unmapped
 
 
 def _one_line(err, path):
