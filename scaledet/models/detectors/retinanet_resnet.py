@@ -4,7 +4,8 @@
 parts with identical parameters, so its weights convert one to one
 (:func:`scaledet.models.convert.convert_torchvision_retinanet`). The NAS-FPN models follow the
 tensorflow/tpu layout (docs/reference/NASFPN.md §2) with the TPU RetinaNet head and losses
-(docs/reference/SPINENET.md §1.14). Each model is one table row; every field of its row can be
+(docs/reference/SPINENET.md §1.14): the tensorflow/tpu / TF2 Model Garden form. The MindSpore
+port's network, exactly, is ``retinanet_nasfpn_r50_port`` (``retinanet_port.py``). Each model is one table row; every field of its row can be
 overridden through ``create_model``, and further keyword arguments go to ``build_retinanet``.
 """
 from __future__ import annotations
