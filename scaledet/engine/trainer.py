@@ -32,6 +32,7 @@ from scaledet.engine.schedules import learning_rate
 from scaledet.eval.base import EvalResult
 from scaledet.errors import CheckpointError, TrainingError, UsageError
 from scaledet.models.detectors.base import Detector
+from scaledet.models.weights import BACKBONE_WEIGHT_ARGS
 from scaledet.registry import builder_arguments, create_model
 
 log = logging.getLogger("scaledet.train")
@@ -100,8 +101,9 @@ def with_init_checkpoint_arguments(cfg: Config) -> Config:
 
 
 def model_record(cfg: Config, model: Detector) -> dict[str, Any]:
-    """What is needed to rebuild the model from a checkpoint alone."""
-    args = dict(cfg.model.args)
+    """What is needed to rebuild the model from a checkpoint alone (its weights hold the
+    backbone's initial weights already, so their file is not needed again)."""
+    args = {k: v for k, v in cfg.model.args.items() if k not in BACKBONE_WEIGHT_ARGS}
     args["num_classes"] = model.num_classes
     if cfg.model.image_size is not None:
         args["image_size"] = cfg.model.image_size

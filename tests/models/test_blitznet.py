@@ -2,6 +2,7 @@ import pytest
 import torch
 import torchvision
 
+from scaledet.errors import CheckpointError
 from scaledet.models.backbones.blitz_resnet import BlitzResNet, TFSameMaxPool2d, blitz_resnet50, load_pretrained
 from scaledet.models.detectors.blitznet import BLITZNET_MEAN, BlitzNet
 from scaledet.registry import create_model, list_models
@@ -41,7 +42,9 @@ def test_trunk_puts_the_stride_on_the_first_1x1_and_keeps_torchvision_names(tmp_
     assert torch.equal(trunk.layer3[0].conv2.weight, reference.layer3[0].conv2.weight)
     assert torch.equal(trunk.layer4[0].downsample[1].running_var, reference.layer4[0].downsample[1].running_var)
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "extra.weight": torch.zeros(1)}, path)
-    missing, unexpected = load_pretrained(BlitzResNet((1, 1, 1, 1)), path)
+    with pytest.raises(CheckpointError, match="missing keys.*layer1.0.conv1.weight.*unexpected keys.*extra.weight"):
+        load_pretrained(BlitzResNet((1, 1, 1, 1)), path)
+    missing, unexpected = load_pretrained(BlitzResNet((1, 1, 1, 1)), path, strict=False)
     assert "layer1.0.conv1.weight" in missing and unexpected == ["extra.weight"]
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         blitz_resnet50(pretrained=str(tmp_path / "missing.pth"))

@@ -7,6 +7,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
 from scaledet.models.backbones.resnet import ResNetBackbone, resnet
+from scaledet.errors import CheckpointError
 from scaledet.models.common import FeatureInfo, NormSettings
 
 
@@ -36,17 +37,21 @@ def test_loads_torchvision_weights_and_matches_its_trunk(tmp_path):
         torch.testing.assert_close(tensor, expected[name])
 
 
-def test_wrapped_state_dict_reports_missing_and_unexpected(tmp_path, caplog):
+def test_wrapped_state_dict_with_missing_and_unexpected_keys_is_an_error_unless_not_strict(tmp_path, caplog):
     state = torchvision.models.resnet18().state_dict()
     state.pop("layer4.1.conv2.weight")
     state["extra.weight"] = torch.zeros(1)
     path = tmp_path / "wrapped.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    with pytest.raises(CheckpointError, match=r"1 missing keys \[layer4.1.conv2.weight\], 1 unexpected keys "
+                                              r"\[extra.weight\].*pretrained_strict"):
+        resnet(18, pretrained=path)
     with caplog.at_level(logging.WARNING):
-        backbone = resnet(18, pretrained=path)
+        backbone = resnet(18, pretrained=path, pretrained_strict=False)
     assert backbone.load_report.missing == ("layer4.1.conv2.weight",)
     assert backbone.load_report.unexpected == ("extra.weight",)
     assert str(path) in caplog.text and "missing" in caplog.text
+    assert torch.equal(backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
 
 
 def test_missing_pretrained_file_names_the_path(tmp_path):

@@ -10,7 +10,6 @@ close but not exact initialisation for this layout.
 """
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaledet.errors import DataError, UsageError
+from scaledet.errors import UsageError
 from scaledet.models.common import FeatureInfo, NormSettings
-from scaledet.models.weights import load_state_dict_file
-
-logger = logging.getLogger(__name__)
+from scaledet.models.weights import load_backbone_weights
 
 BLITZ_NORM = NormSettings.from_tf(0.9, 1e-5)  # docs/reference/BLITZNET.md §1.8
 
@@ -142,26 +139,17 @@ class BlitzResNet(nn.Module):
         return outs
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Load a local state dict (torchvision ResNet-50 key names); the classifier ``fc.*`` is
-    dropped. Returns and logs the (missing, unexpected) keys."""
-    state = load_state_dict_file(path, "pretrained backbone weights")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatch
-        raise DataError(f"{path}: weights do not fit the backbone: {err}") from None
-    if result.missing_keys:
-        logger.warning("%s: %d backbone keys missing from the file, e.g. %s", path, len(result.missing_keys),
-                       result.missing_keys[:5])
-    if result.unexpected_keys:
-        logger.warning("%s: %d unexpected keys ignored, e.g. %s", path, len(result.unexpected_keys),
-                       result.unexpected_keys[:5])
-    return list(result.missing_keys), list(result.unexpected_keys)
+def load_pretrained(model: nn.Module, spec: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load ImageNet weights with torchvision ResNet-50 key names (a local file or ``SCHEME:NAME``);
+    the classifier ``fc.*`` is dropped. Returns the (missing, unexpected) keys, which are an error
+    when ``strict``."""
+    report = load_backbone_weights(model, spec, strict=strict)
+    return list(report.missing), list(report.unexpected)
 
 
-def blitz_resnet50(pretrained: str | Path | None = None, *, norm: NormSettings = BLITZ_NORM) -> BlitzResNet:
+def blitz_resnet50(pretrained: str | Path | None = None, *, pretrained_strict: bool = True,
+                   norm: NormSettings = BLITZ_NORM) -> BlitzResNet:
     model = BlitzResNet((3, 4, 6, 3), (64, 128, 256, 512), norm=norm)
     if pretrained is not None:
-        load_pretrained(model, pretrained)
+        load_pretrained(model, pretrained, strict=pretrained_strict)
     return model

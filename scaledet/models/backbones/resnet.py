@@ -1,8 +1,8 @@
 """ResNet backbones returning C3, C4, C5, with torchvision's ``ResNet`` as the trunk.
 
 Only the wiring is ours: which stages are returned, which norm layer the trunk gets, which
-stages train, and loading a local ImageNet state dict (torchvision or timm naming; they agree
-for ResNet). Parameter names equal torchvision's, so its checkpoints load without renaming.
+stages train, and loading ImageNet weights (a local file or a name such as
+``torchvision:ResNet50_Weights.IMAGENET1K_V1``; torchvision or timm naming, which agree for ResNet). Parameter names equal torchvision's, so its checkpoints load without renaming.
 
 Two options reproduce TF2 Model Garden's ResNet (docs/reference/TF_ARITHMETIC.md), whose blocks
 are torchvision's (stride on the 3x3 conv):
@@ -17,8 +17,6 @@ a 64-wide stem whatever their stage widths (docs/reference/MINDSPORE_FORMATS.md 
 from __future__ import annotations
 
 import functools
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -29,9 +27,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from scaledet.errors import UsageError
 from scaledet.models.common import Conv2dSame, FeatureInfo, NormSettings, Padding, check_padding, max_pool2d
-from scaledet.models.weights import load_state_dict_file
-
-log = logging.getLogger(__name__)
+from scaledet.models.weights import LoadReport, load_backbone_weights
 
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     18: ("basic", (2, 2, 2, 2)),
@@ -45,15 +41,6 @@ _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 _STAGES_FROM_TOP = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 
-@dataclass(frozen=True)
-class LoadReport:
-    """Keys of a loaded state dict that the model lacked (``unexpected``) or did not get (``missing``)."""
-
-    path: str
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-
-
 class ResNetBackbone(ResNet):
     """torchvision ResNet without ``avgpool``/``fc``; ``forward`` returns ``[C3, C4, C5]``.
 
@@ -62,12 +49,14 @@ class ResNetBackbone(ResNet):
       ``norm`` settings (PyTorch's defaults when ``None``).
     - ``trainable_layers``: 0..5 stages trained, counted from ``layer4`` down to ``conv1``
       (5 also trains ``bn1``), exactly torchvision's ``trainable_backbone_layers``.
-    - ``pretrained``: path of a local ResNet state dict; never downloads.
+    - ``pretrained``: ImageNet weights, a local file or ``SCHEME:NAME``
+      (:func:`scaledet.models.weights.load_backbone_weights`); missing or unexpected keys are an
+      error unless ``pretrained_strict`` is False.
     """
 
     def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3), *,
                  frozen_bn: bool = True, norm: NormSettings | None = None, trainable_layers: int = 5,
-                 pretrained: str | Path | None = None, width_per_group: int = 64,
+                 pretrained: str | Path | None = None, pretrained_strict: bool = True, width_per_group: int = 64,
                  zero_init_residual: bool = False, padding: Padding = "symmetric",
                  width_multiplier: float = 1.0, stem_width: int | None = None):
         if block not in _BLOCKS:
@@ -102,7 +91,7 @@ class ResNetBackbone(ResNet):
                              for width, stride in ((128, 8), (256, 16), (512, 32))]
         self.load_report: LoadReport | None = None
         if pretrained is not None:
-            self.load_report = self.load_pretrained(pretrained)
+            self.load_report = self.load_pretrained(pretrained, strict=pretrained_strict)
         self.freeze_stages(trainable_layers)
 
     def _scaled(self, width: int) -> int:
@@ -132,21 +121,9 @@ class ResNetBackbone(ResNet):
         for name, param in self.named_parameters():
             param.requires_grad_(any(name.startswith(stage + ".") for stage in trained))
 
-    def load_pretrained(self, path: str | Path) -> LoadReport:
+    def load_pretrained(self, spec: str | Path, strict: bool = True) -> LoadReport:
         """Load a torchvision/timm ResNet state dict (optionally inside ``state_dict``/``model``)."""
-        state = load_state_dict_file(path, "pretrained ResNet weights")
-        # The classifier is not part of the backbone; it is dropped silently.
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        result = self.load_state_dict(state, strict=False)
-        # FrozenBatchNorm2d drops num_batches_tracked itself; do not report it as missing.
-        missing = tuple(k for k in result.missing_keys if not k.endswith("num_batches_tracked"))
-        report = LoadReport(str(path), missing, tuple(result.unexpected_keys))
-        if missing or report.unexpected:
-            log.warning("%s: loaded with %d missing keys %s and %d unexpected keys %s", path, len(missing),
-                        list(missing[:5]), len(report.unexpected), list(report.unexpected[:5]))
-        else:
-            log.info("%s: loaded all %d backbone tensors", path, len(state))
-        return report
+        return load_backbone_weights(self, spec, strict=strict, what="pretrained ResNet weights")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

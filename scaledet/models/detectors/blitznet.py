@@ -133,14 +133,17 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
 
 @dataclass(frozen=True)
 class BlitzNetR50:
-    """Defaults of a BlitzNet on the reference ResNet-50 trunk; ``pretrained_backbone`` is a
-    local ImageNet ResNet-50 state dict; ``norm`` takes a mapping too."""
+    """Defaults of a BlitzNet on the reference ResNet-50 trunk; ``pretrained_backbone`` is an
+    ImageNet ResNet-50 state dict, a local file or a name such as
+    ``torchvision:ResNet50_Weights.IMAGENET1K_V1`` (strict unless ``pretrained_strict`` is False);
+    ``norm`` takes a mapping too."""
 
     _: KW_ONLY
     num_classes: int = 20
     x4: bool
     image_size: int
     pretrained_backbone: str | None = None
+    pretrained_strict: bool = True
     norm: NormSettings = BLITZ_NORM
 
 
@@ -156,7 +159,7 @@ def create_blitznet_r50(name: str, **overrides) -> BlitzNet:
     recipe, kwargs = apply_overrides(BLITZNET_R50S[name], overrides)
     trunk = BlitzResNet((3, 4, 6, 3), (64, 128, 256, 512), norm=recipe.norm)
     if recipe.pretrained_backbone is not None:
-        load_pretrained(trunk, recipe.pretrained_backbone)
+        load_pretrained(trunk, recipe.pretrained_backbone, strict=recipe.pretrained_strict)
     return build_blitznet(trunk, num_classes=recipe.num_classes, x4=recipe.x4, image_size=recipe.image_size,
                           norm=recipe.norm, **kwargs)
 

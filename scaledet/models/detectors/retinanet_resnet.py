@@ -48,7 +48,9 @@ def torchvision_retinanet_anchors() -> AnchorGenerator:
 class ResNetFPNRetinaNet:
     """Defaults of a torchvision-style RetinaNet on ResNet + FPN: torchvision's for fine-tuning
     from ImageNet (frozen BN, three trainable stages); ``frozen_bn=False, trainable_layers=5``
-    is its from-scratch configuration. ``pretrained`` is a local ImageNet ResNet state dict.
+    is its from-scratch configuration. ``pretrained_backbone`` is an ImageNet ResNet state dict: a
+    local file or a name such as ``torchvision:ResNet50_Weights.IMAGENET1K_V1`` (strict unless
+    ``pretrained_strict`` is False).
     ``backbone_bn_eps=0.0`` reproduces torchvision with its COCO_V1 weights (it zeroes the
     frozen BN eps when loading them); ``scaledet convert torchvision-retinanet`` records that.
 
@@ -61,7 +63,8 @@ class ResNetFPNRetinaNet:
     image_size: int = 1024
     frozen_bn: bool = True
     trainable_layers: int = 3
-    pretrained: str | None = None
+    pretrained_backbone: str | None = None
+    pretrained_strict: bool = True
     backbone_bn_eps: float = 1e-5
     fpn_extra_input: str = "p5"
 
@@ -77,7 +80,8 @@ RESNET_FPN_RETINANETS: dict[str, ResNetFPNRetinaNet] = {
 
 def build_resnet_fpn_retinanet(recipe: ResNetFPNRetinaNet, **retina_kwargs) -> RetinaNet:
     backbone = resnet(recipe.depth, frozen_bn=recipe.frozen_bn, norm=NormSettings(eps=recipe.backbone_bn_eps),
-                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained)
+                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained_backbone,
+                      pretrained_strict=recipe.pretrained_strict)
     neck = FPN(backbone.feature_info, 256, extra_levels=2, extra_input=recipe.fpn_extra_input)
     kwargs = {**TORCHVISION_RETINANET_ARGS, **retina_kwargs}
     if not any(k in retina_kwargs for k in _ANCHOR_ARGS + ("anchor_generator",)):
@@ -130,7 +134,8 @@ class ResNetNASFPNRetinaNet:
     backbone_width_multiplier: float = 1.0
     cell_input_width: int | None = None
     trainable_layers: int = 5
-    pretrained: str | None = None
+    pretrained_backbone: str | None = None
+    pretrained_strict: bool = True
     head_width: int | None = None
     head_convs: int = 4
     anchor_size: float = 4.0
@@ -146,8 +151,9 @@ NASFPN_RETINANETS: dict[str, ResNetNASFPNRetinaNet] = {
 
 def build_resnet_nasfpn_retinanet(recipe: ResNetNASFPNRetinaNet, **retina_kwargs) -> RetinaNet:
     backbone = resnet(recipe.depth, frozen_bn=recipe.frozen_bn, norm=recipe.backbone_norm,
-                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained,
-                      padding=recipe.backbone_padding, width_multiplier=recipe.backbone_width_multiplier)
+                      trainable_layers=recipe.trainable_layers, pretrained=recipe.pretrained_backbone,
+                      pretrained_strict=recipe.pretrained_strict, padding=recipe.backbone_padding,
+                      width_multiplier=recipe.backbone_width_multiplier)
     neck = NASFPN(backbone.feature_info, recipe.width, recipe.num_stacks, attention=recipe.attention,
                   extra_levels=recipe.extra_levels, norm=recipe.norm, cell_input_width=recipe.cell_input_width)
     retina_kwargs.setdefault("head_norm_settings", recipe.norm)
