@@ -26,5 +26,6 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="where to run; auto picks a GPU when there is one (default: auto)")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                        help="where to run; auto picks a GPU when there is one, cuda:N the GPU of index N "
+                             "(default: auto)")

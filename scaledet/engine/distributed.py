@@ -81,16 +81,24 @@ def _restart_safe_store(timeout: datetime.timedelta):
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a device that exists here. Plain ``cuda`` under
+    torchrun is the process's ``LOCAL_RANK`` GPU; ``cuda:N`` is that GPU whatever the rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda was asked for but no CUDA device is available")
-        if name == "cuda" and "LOCAL_RANK" in os.environ:
-            name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        torch.cuda.set_device(torch.device(name))
-    elif name != "cpu":
-        raise UsageError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    kind, sep, index = name.partition(":")
+    if kind != "cuda" or (sep and not index.isdigit()):
+        raise UsageError(f"--device {name}: unknown device; allowed: auto, cpu, cuda, cuda:N (N a GPU index)")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was asked for but no CUDA device is available")
+    count = torch.cuda.device_count()
+    if sep and int(index) >= count:
+        raise UsageError(f"--device {name}: no such GPU; this machine has {count} "
+                         f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    if not sep and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    torch.cuda.set_device(torch.device(name))
     return torch.device(name)
 
 
