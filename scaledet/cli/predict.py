@@ -1,10 +1,13 @@
-"""``scaledet predict``: detections JSON + drawings for images or folders."""
+"""``scaledet predict``: detections JSON + drawings, or a COCO results file, for images or folders."""
 from __future__ import annotations
 
 from scaledet.cli.common import add_device_argument, new_parser
+from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet predict --checkpoint runs/demo/best.pt photos/ street.jpg --output predictions/
   scaledet predict --backend onnxruntime --model model.onnx photos/ --output predictions/ --score-threshold 0.4
+  scaledet predict --checkpoint best.pt val2017/ --format coco --annotations instances_val2017.json --output preds/
+      (then: scaledet eval-results coco --annotations instances_val2017.json --results preds/coco_results.json)
 """
 
 
@@ -14,8 +17,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", help="scaledet checkpoint (PyTorch backend)")
     p.add_argument("--model", help="exported ONNX file (onnxruntime backend)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    p.add_argument("--output", required=True, help="folder for detections.json and the drawings")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="drop detections below this (default 0.3)")
+    p.add_argument("--output", required=True, help="folder for detections.json and the drawings, or coco_results.json")
+    p.add_argument("--format", default="scaledet", choices=["scaledet", "coco"],
+                   help="scaledet: detections.json with class names + a drawing per image; coco: coco_results.json "
+                        "in the COCO results format, with the data set's category ids (default: scaledet)")
+    p.add_argument("--annotations", default=None, metavar="FILE.json",
+                   help="--format coco: COCO annotation file whose image ids are looked up by file name "
+                        "(default: ids from numeric file names)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="drop detections below this (default: 0.3 for drawings; the model's own for coco, as "
+                        "`scaledet eval` scores it)")
     p.add_argument("--image-size", type=int, default=None, help="network input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--no-optimize", action="store_true",
@@ -25,12 +36,21 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from scaledet.engine.prediction_io import collect_images, predictor_for, write_predictions
+    from scaledet.engine.prediction_io import collect_images, predictor_for, write_coco_results, write_predictions
 
+    if args.annotations and args.format != "coco":
+        raise UsageError("--annotations applies to --format coco")
     images = collect_images(args.inputs)
     predictor = predictor_for(args.backend, checkpoint=args.checkpoint, onnx_model=args.model, device=args.device,
                               optimize=not args.no_optimize)
-    path = write_predictions(predictor, images, args.output, score_threshold=args.score_threshold,
+    if args.format == "coco":
+        path = write_coco_results(predictor, images, args.output, annotations=args.annotations,
+                                  score_threshold=args.score_threshold, image_size=args.image_size,
+                                  batch_size=args.batch_size)
+        print(f"wrote COCO results for {len(images)} images to {path}")
+        return 0
+    path = write_predictions(predictor, images, args.output,
+                             score_threshold=0.3 if args.score_threshold is None else args.score_threshold,
                              image_size=args.image_size, batch_size=args.batch_size)
     print(f"wrote detections for {len(images)} images to {path} and drawings to {path.parent}")
     return 0

@@ -145,22 +145,33 @@ def select_validation_images(cfg: EvalConfig, bundle: DataBundle) -> None:
         bundle.val = Subset(bundle.val, range(min(cfg.max_images, len(bundle.val))))
 
 
-def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: Path | None = None,
-                        progress: bool = True, info: DistInfo = DistInfo()) -> EvalResult:
-    """Evaluate a checkpoint on the validation split a config names (sharded under DDP)."""
+def evaluate_on_config(cfg, predictor: Predictor, model, *, results_path: Path | None, progress: bool = True,
+                       info: DistInfo = DistInfo()) -> EvalResult:
+    """Score ``predictor`` on the validation split ``cfg`` names. ``model`` (a Detector, or anything
+    with its ``input_spec`` and ``label_to_category_id``) says how to prepare the images and which
+    data set category each label is; the same loop serves every kind of predictor."""
     from scaledet.data.factory import build_datasets
-    from scaledet.engine.inference import model_from_checkpoint
 
-    model = model_from_checkpoint(checkpoint, device)
     bundle = build_datasets(cfg.data, train=False, val=True)
     select_validation_images(cfg.eval, bundle)
     bundle.set_transforms(cfg.data, model)
-    if cfg.eval.score_threshold is not None:
-        model.postprocessor.score_threshold = cfg.eval.score_threshold
     evaluator = build_evaluator(cfg.eval, bundle, label_to_category_id=model.label_to_category_id,
-                                results_path=(output or checkpoint.parent) / "results.json")
+                                results_path=results_path)
     if evaluator is None:
         raise UsageError(f"eval.metric={cfg.eval.metric}: data.format={cfg.data.format} gives no ground truth "
                          "to score against (COCO scoring needs data.val_annotations)")
-    return evaluate_dataset(TorchPredictor(model, device), bundle.val, evaluator, batch_size=cfg.eval.batch_size,
+    return evaluate_dataset(predictor, bundle.val, evaluator, batch_size=cfg.eval.batch_size,
                             info=info, progress=progress and info.is_main)
+
+
+def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: Path | None = None,
+                        progress: bool = True, info: DistInfo = DistInfo()) -> EvalResult:
+    """Evaluate a checkpoint on the validation split a config names (sharded under DDP)."""
+    from scaledet.engine.inference import model_from_checkpoint
+
+    model = model_from_checkpoint(checkpoint, device)
+    if cfg.eval.score_threshold is not None:
+        model.postprocessor.score_threshold = cfg.eval.score_threshold
+    return evaluate_on_config(cfg, TorchPredictor(model, device), model,
+                              results_path=(output or checkpoint.parent) / "results.json", progress=progress,
+                              info=info)

@@ -1,7 +1,8 @@
-"""Turning predictions into files people look at: a JSON of detections and drawn images."""
+"""Turning predictions into files: a JSON of detections and drawn images, or a COCO results file."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -10,7 +11,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm import tqdm
 
 from scaledet.data.images import load_image
-from scaledet.errors import MissingFileError, UsageError
+from scaledet.errors import DataError, MissingFileError, UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -98,4 +99,68 @@ def write_predictions(predictor, images: Sequence[Path], output: str | Path, *, 
             records.append(entry)
     path = out_dir / "detections.json"
     path.write_text(json.dumps(records, indent=1))
+    return path
+
+
+def _write_json_atomically(path: Path, value) -> None:
+    # a reader never sees half a file; scaledet.utils.atomic (issue 15) will serve here when merged
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def coco_image_ids(images: Sequence[Path], annotations: str | Path | None) -> tuple[list[int], set[int] | None]:
+    """The COCO image id of each image, and the category ids the annotation file defines.
+
+    With ``annotations`` an image is found by its file name among the file's images; without,
+    the file name must be a COCO-style number (``000000000139.jpg`` -> 139)."""
+    if annotations is None:
+        bad = [p.name for p in images if not p.stem.isdigit()]
+        if bad:
+            raise UsageError(f"--format coco: {bad[0]} has no numeric COCO file name to take an image id from; "
+                             "give --annotations FILE.json to look the ids up by file name")
+        return [int(p.stem) for p in images], None
+    path = Path(annotations)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: annotation file not found")
+    try:
+        dataset = json.loads(path.read_text())
+        by_name = {Path(image["file_name"]).name: int(image["id"]) for image in dataset["images"]}
+        categories = {int(category["id"]) for category in dataset["categories"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a COCO annotation file with images (id, file_name) and categories "
+                        f"({type(err).__name__}: {err})") from None
+    missing = [p.name for p in images if p.name not in by_name]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} of the images are not in it by file name, e.g. {missing[0]}")
+    return [by_name[p.name] for p in images], categories
+
+
+def write_coco_results(predictor, images: Sequence[Path], output: str | Path, *, annotations: str | Path | None,
+                       score_threshold: float | None = None, image_size: int | None = None, batch_size: int = 4,
+                       progress: bool = True) -> Path:
+    """``OUTPUT/coco_results.json``: the COCO results format (xywh boxes in original pixels, the
+    data set's category ids through the model's ``label_to_category_id``), which
+    ``scaledet eval-results coco`` and pycocotools read."""
+    from scaledet.eval.coco import detections_to_coco_results
+
+    label_map = predictor.label_to_category_id
+    if label_map is None:
+        raise UsageError("--format coco: the model has no label map (label_to_category_id) giving data set "
+                         "category ids; use a checkpoint trained by scaledet on COCO-format data")
+    image_ids, categories = coco_image_ids(images, annotations)
+    unknown = sorted(set(label_map) - categories) if categories is not None else []
+    if unknown:
+        raise DataError(f"{annotations}: the model's category ids {unknown[:5]} are not among its categories; "
+                        "is it the annotation file of the model's data set?")
+    results = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", disable=not progress, dynamic_ncols=True):
+        dets = predictor.predict(images[start:start + batch_size], score_threshold=score_threshold,
+                                 image_size=image_size, batch_size=batch_size)
+        for image_id, det in zip(image_ids[start:start + batch_size], dets):
+            results.extend(detections_to_coco_results(image_id, det["boxes"], det["scores"], det["labels"], label_map))
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "coco_results.json"
+    _write_json_atomically(path, results)
     return path

@@ -72,6 +72,10 @@ class OnnxPredictor:
         """The evaluation loop's predictor interface (``scaledet.engine.evaluate.Predictor``):
         a normalised batch in, the graph's fixed-size detections for those images out, run in
         slices of the exported batch size."""
+        size = self.default_image_size
+        if images.shape[-2] > size or images.shape[-1] > size:
+            raise UsageError(f"{self.path} was exported for {size} px inputs; the data gives "
+                             f"{images.shape[-2]}x{images.shape[-1]} (evaluate with the image size it was exported at)")
         step = self.fixed_batch or images.shape[0]
         parts = []
         for start in range(0, images.shape[0], step):
