@@ -66,3 +66,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def assert_png():
+    """``assert_png(path, (width, height))``: a PNG of that size with something drawn on it."""
+    import numpy as np
+    from PIL import Image
+
+    def check(path: Path, size: tuple[int, int]) -> None:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == size, (path, image.size)
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.std() > 5, path  # lines and text, not a blank canvas
+
+    return check

@@ -60,6 +60,7 @@ def run(args) -> int:
     from scaledet.engine.prediction_io import write_predictions
     from scaledet.engine.trainer import Trainer
     from scaledet.eval.coco import format_coco_table
+    from scaledet.eval.plots import write_evaluation_plots
 
     start = time.perf_counter()
     output = Path(args.output)
@@ -71,6 +72,8 @@ def run(args) -> int:
     stats = result["final"]
     print("\nCOCO evaluation on the synthetic validation split:")
     print(format_coco_table(stats))
+    run_dir = output / "run"
+    plots = write_evaluation_plots(result["evaluation"], run_dir)  # pr_curves.png, per_class_ap.png
     val_dir = Path(cfg.data.root) / "val"
     images = sorted(val_dir.iterdir())[: args.num_predictions]
     model = trainer.ema.module if trainer.ema is not None else trainer.model
@@ -83,6 +86,7 @@ def run(args) -> int:
     print(f"\nDone in {elapsed / 60:.1f} min: AP50 {stats['AP50']:.3f}, AP {stats['AP']:.3f}.")
     print(f"  checkpoint   {output / 'run' / 'last.pt'}")
     print(f"  logs         {output / 'run' / 'metrics.csv'} and {output / 'run' / 'tensorboard'}")
+    print(f"  plots        {run_dir / 'curves.png'} (losses, LR, AP), {', '.join(map(str, plots))}")
     print(f"  predictions  {pred_path.parent} ({len(images)} drawn images + detections.json)")
     print(f"Next: scaledet predict --checkpoint {output / 'run' / 'last.pt'} YOUR_IMAGES --output preds/")
     return 0

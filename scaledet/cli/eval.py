@@ -54,6 +54,10 @@ def run(args) -> int:
         cleanup()
     if not info.is_main:  # every rank has the result; one prints it
         return 0
+    from scaledet.eval.plots import write_evaluation_plots
+
+    plots = {name: write_evaluation_plots(result, result.results_path.parent, "_onnx" if name == "onnx" else "")
+             if result.results_path is not None else [] for name, result in results.items()}
     if args.json:
         payload = {name: result.to_json() for name, result in results.items()}
         print(json.dumps(payload if len(payload) > 1 else next(iter(payload.values()))))
@@ -64,6 +68,8 @@ def run(args) -> int:
         print(result.table)
         if result.results_path is not None:
             print(f"detections written to {result.results_path}")
+        if plots[name]:
+            print(f"plots: {', '.join(map(str, plots[name]))}")
     if len(results) > 1:
         key = cfg.train.keep_best
         torch_value, onnx_value = results["checkpoint"].metrics[key], results["onnx"].metrics[key]

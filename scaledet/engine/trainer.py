@@ -354,12 +354,14 @@ class Trainer:
             if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < self.total_steps:
                 stats = self.evaluate()
                 self._log_eval(stats, writer)
+                self._draw_curves()
                 self._maybe_keep_best(stats)
             if self.step % cfg.train.checkpoint_every == 0:
                 self._save("last.pt")
         bar.close()
         stats = self.evaluate()
         self._log_eval(stats, writer)
+        self._draw_curves()
         self._maybe_keep_best(stats)
         self._save("last.pt")
         barrier(self.info)
@@ -452,6 +454,19 @@ class Trainer:
         if self._tb is not None:
             for k, v in stats.items():
                 self._tb.add_scalar(f"eval/{k}", v, self.step)
+
+
+    def _draw_curves(self) -> None:
+        """curves.png from the run's CSV logs. A plot that cannot be drawn is a warning: it must
+        not end a run whose checkpoints and logs are fine."""
+        if not self.info.is_main:
+            return
+        from scaledet.eval.plots import plot_training_curves
+
+        try:
+            plot_training_curves(self.output_dir)
+        except Exception as err:  # noqa: BLE001 - reported, training goes on
+            warnings.warn(f"{self.output_dir / 'curves.png'}: not drawn ({type(err).__name__}: {err})")
 
 
 class _nullcontext:

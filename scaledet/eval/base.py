@@ -31,8 +31,10 @@ class EvalResult:
     results_path: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Metrics and details as one JSON-ready object (NaN, e.g. a class without objects, as null)."""
-        return json_safe({**self.metrics, **self.details})
+        """Metrics and details as one JSON-ready object (NaN, e.g. a class without objects, as null).
+        Array details (COCO's precision curves, for plots) are left out: a summary, not a dump."""
+        details = {key: value for key, value in self.details.items() if not isinstance(value, np.ndarray)}
+        return json_safe({**self.metrics, **details})
 
 
 def json_safe(value: Any) -> Any:

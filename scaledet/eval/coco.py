@@ -112,15 +112,8 @@ def _silent(*_args: Any, **_kwargs: Any) -> None:
     return None
 
 
-def evaluate_coco(gt: str | Path | Mapping, results: str | Path | Sequence[Mapping],
-                  iou_type: str = "bbox", image_ids: Collection[int] | None = None) -> dict[str, float]:
-    """The 12 standard COCO statistics over every ground-truth image (``COCOeval`` defaults), or
-    over ``image_ids`` only (``params.imgIds``; detections on other images are not scored).
-
-    ``gt`` is an annotation file or dict; ``results`` a results file (a JSON list of
-    detections, or a COCO dict whose ``annotations`` are the detections) or such a list.
-    Empty results give zeros (and -1 where COCO has nothing to average, e.g. no small objects).
-    """
+def _run_cocoeval(gt: str | Path | Mapping, results: str | Path | Sequence[Mapping], iou_type: str,
+                  image_ids: Collection[int] | None = None) -> tuple[COCOeval_faster, dict]:
     if iou_type not in IOU_TYPES:
         raise UsageError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     gt_dataset, _ = _load_ground_truth(gt, iou_type)
@@ -131,8 +124,41 @@ def evaluate_coco(gt: str | Path | Mapping, results: str | Path | Sequence[Mappi
     if image_ids is not None:
         evaluator.params.imgIds = sorted(int(i) for i in image_ids)
     evaluator.run()
-    return {name: float(value)
-            for name, value in zip(COCO_STAT_NAMES, evaluator.stats[:len(COCO_STAT_NAMES)])}
+    return evaluator, gt_dataset
+
+
+def _stats(evaluator: COCOeval_faster) -> dict[str, float]:
+    return {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats[:len(COCO_STAT_NAMES)])}
+
+
+def evaluate_coco(gt: str | Path | Mapping, results: str | Path | Sequence[Mapping],
+                  iou_type: str = "bbox", image_ids: Collection[int] | None = None) -> dict[str, float]:
+    """The 12 standard COCO statistics over every ground-truth image (``COCOeval`` defaults), or
+    over ``image_ids`` only (``params.imgIds``; detections on other images are not scored).
+
+    ``gt`` is an annotation file or dict; ``results`` a results file (a JSON list of
+    detections, or a COCO dict whose ``annotations`` are the detections) or such a list.
+    Empty results give zeros (and -1 where COCO has nothing to average, e.g. no small objects).
+    """
+    return _stats(_run_cocoeval(gt, results, iou_type, image_ids)[0])
+
+
+def precision_details(evaluator: COCOeval_faster, gt_dataset: Mapping) -> dict[str, Any]:
+    """What plots need of a COCO evaluation: ``precision [T, R, K]`` (IoU thresholds x recall
+    thresholds x categories; area "all", 100 detections; -1 where a category has no objects),
+    the thresholds, the category names in K order, and ``per_class_AP`` (-1 averaged out; NaN for
+    a category without objects)."""
+    params = evaluator.params
+    names = {category["id"]: category.get("name", str(category["id"])) for category in gt_dataset["categories"]}
+    precision = np.asarray(evaluator.eval["precision"])[:, :, :, params.areaRngLbl.index("all"),
+                                                        params.maxDets.index(100)]
+    class_names = [names[int(cat_id)] for cat_id in params.catIds]
+    per_class = {}
+    for k, name in enumerate(class_names):
+        valid = precision[:, :, k][precision[:, :, k] > -1]
+        per_class[name] = float(valid.mean()) if valid.size else float("nan")
+    return {"per_class_AP": per_class, "precision": precision, "iou_thresholds": np.asarray(params.iouThrs),
+            "recall_thresholds": np.asarray(params.recThrs), "class_names": class_names}
 
 
 def format_coco_table(stats: Mapping[str, float]) -> str:
@@ -197,6 +223,7 @@ class CocoEvaluator(Evaluator):
         if self.results_path is not None:
             self.results_path.parent.mkdir(parents=True, exist_ok=True)
             self.results_path.write_text(json.dumps(results))
-        stats = (evaluate_coco(self.annotations, results, image_ids=self.image_ids) if results
-                 else {name: 0.0 for name in COCO_STAT_NAMES})
-        return EvalResult(stats, format_coco_table(stats), results_path=self.results_path)
+        evaluator, gt_dataset = _run_cocoeval(self.annotations, results, "bbox", self.image_ids)
+        stats = _stats(evaluator)
+        return EvalResult(stats, format_coco_table(stats), details=precision_details(evaluator, gt_dataset),
+                          results_path=self.results_path)

@@ -17,6 +17,9 @@ def test_demo_finishes_in_ten_minutes_with_ap50_above_0_8(tmp_path):
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     print(f"\nscaledet demo: {elapsed:.0f} s, AP50 {summary['AP50']:.3f}, AP {summary['AP']:.3f}")
     assert "Average Precision" in proc.stdout and "predictions" in proc.stdout
+    closing = proc.stdout.split("Done in")[-1]
+    for plot in ("curves.png", "pr_curves.png"):
+        assert str(tmp_path / "demo" / "run" / plot) in closing and (tmp_path / "demo" / "run" / plot).is_file()
     assert len(list((tmp_path / "demo" / "predictions").glob("*.png"))) == 8
     assert summary["AP50"] >= 0.8
     assert elapsed < 600

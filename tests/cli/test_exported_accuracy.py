@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from scaledet.cli.main import main
+from scaledet.eval.plots import PR_SIZE, per_class_ap_height
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,11 +35,14 @@ def test_onnx_and_pytorch_ap_agree_on_the_same_data_and_metric(scored_run, expor
     assert onnx_results and {"image_id", "category_id", "bbox", "score"} <= set(onnx_results[0])
 
 
-def test_onnx_eval_alone_prints_its_table(scored_run, exported, tmp_path, capsys):
+def test_onnx_eval_alone_prints_its_table_and_draws_its_plots(scored_run, exported, tmp_path, capsys, assert_png):
     capsys.readouterr()
     assert main(["eval", str(scored_run["config"]), "--onnx", str(exported), "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Average Precision" in out and str(tmp_path / "results_onnx.json") in out
+    for plot, size in (("pr_curves_onnx.png", PR_SIZE), ("per_class_ap_onnx.png", (800, per_class_ap_height(5)))):
+        assert str(tmp_path / plot) in out
+        assert_png(tmp_path / plot, size)
 
 
 def test_predict_format_coco_then_eval_results_prints_the_eval_ap(scored_run, tmp_path, capsys):
@@ -79,3 +83,9 @@ def test_predict_format_coco_without_annotations_takes_ids_from_numeric_file_nam
                  "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not in it by file name, e.g. holiday.jpg" in err
+
+
+def test_training_drew_its_curves(trained_run, assert_png):
+    from scaledet.eval.plots import CURVES_SIZE
+
+    assert_png(trained_run["root"] / "run" / "curves.png", CURVES_SIZE)
