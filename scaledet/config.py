@@ -98,6 +98,10 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
     checkpoint_every: int = 200
+    keep_checkpoints: int = 0  # also keep step_<N>.pt of the last N saves of last.pt; 0 = last.pt (and best.pt) only
+    # start at the step model.init_checkpoint recorded, its schedule going on (LR, data order): the
+    # MindSpore NAS-FPN port's PRE_TRAINED + PRE_TRAINED_EPOCH_SIZE; false = a new schedule from step 0
+    continue_schedule: bool = False
     keep_best: _METRIC_NAME = "AP50"  # metric deciding best.pt; one that eval.metric reports
     ema_decay: float = 0.0  # 0 = no EMA of weights
     sync_bn: bool = False
@@ -135,6 +139,11 @@ class Config:
         if self.eval.image_filter != "all" and self.eval.metric != "coco":
             raise ConfigError(f"eval.image_filter={self.eval.image_filter!r} selects images of a COCO annotation "
                               f"file and needs eval.metric='coco', not {self.eval.metric!r}")
+        if self.train.continue_schedule and not self.model.init_checkpoint:
+            raise ConfigError("train.continue_schedule=true continues the schedule of model.init_checkpoint, "
+                              "which is not set")
+        if self.train.keep_checkpoints < 0:
+            raise ConfigError(f"train.keep_checkpoints must be 0 or more, got {self.train.keep_checkpoints}")
         if self.eval.metric == "voc" and self.data.format != "voc":
             raise ConfigError(f"eval.metric='voc' scores against VOC annotations and needs data.format='voc', "
                               f"not {self.data.format!r}")

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import time
 import warnings
@@ -215,7 +216,7 @@ class Trainer:
             self.total_steps = cfg.train.max_epochs * self.steps_per_epoch
         else:
             raise UsageError("set train.total_steps or train.max_epochs")
-        self.step = 0
+        self.step = self._init_checkpoint_step() if cfg.train.continue_schedule else 0
         self.best = -math.inf
         self.best_stats: dict[str, float] | None = None
         if self.info.enabled:
@@ -239,6 +240,19 @@ class Trainer:
                             size_divisor=self.model.size_divisor, seed=cfg.train.seed + 1000 * self.info.rank,
                             sampler=sampler)
 
+    def _init_checkpoint_step(self) -> int:
+        path = self.cfg.model.init_checkpoint
+        step = ckpt.load_checkpoint(path).get("step")
+        if not isinstance(step, int):
+            raise CheckpointError(f"{path}: records no training step for train.continue_schedule (not a checkpoint "
+                                  "saved by scaledet train?); set train.continue_schedule=false to start at step 0")
+        if step >= self.total_steps:
+            raise UsageError(f"{path}: train.continue_schedule starts at its step {step}, but the schedule ends at "
+                             f"step {self.total_steps}; raise train.total_steps / train.max_epochs")
+        if self.info.is_main:
+            log.info("continuing the schedule of %s at step %d of %d", path, step, self.total_steps)
+        return step
+
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> dict[str, Any]:
         return {
@@ -257,6 +271,23 @@ class Trainer:
             if rng_per_rank is not None:
                 payload["rng_per_rank"] = rng_per_rank
             ckpt.save_atomic(payload, self.output_dir / name)
+
+    def _save_last(self) -> None:
+        """last.pt; with ``train.keep_checkpoints: N`` also step_<step>.pt, the last N of them kept."""
+        self._save("last.pt")
+        keep = self.cfg.train.keep_checkpoints
+        if not keep or not self.info.is_main:
+            return
+        target = self.output_dir / f"step_{self.step:08d}.pt"
+        temporary = self.output_dir / f".{target.name}.link.tmp"  # removed with the other stale temps
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(self.output_dir / "last.pt", temporary)  # the same bytes, no second write
+        except OSError:  # a file system without hard links
+            shutil.copyfile(self.output_dir / "last.pt", temporary)
+        os.replace(temporary, target)
+        for old in sorted(self.output_dir.glob("step_*.pt"))[:-keep]:
+            old.unlink()
 
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
@@ -357,13 +388,13 @@ class Trainer:
                 self._draw_curves()
                 self._maybe_keep_best(stats)
             if self.step % cfg.train.checkpoint_every == 0:
-                self._save("last.pt")
+                self._save_last()
         bar.close()
         stats = self.evaluate()
         self._log_eval(stats, writer)
         self._draw_curves()
         self._maybe_keep_best(stats)
-        self._save("last.pt")
+        self._save_last()
         barrier(self.info)
         return {"step": self.step, "final": stats, "best": self.best_stats, "output_dir": str(self.output_dir),
                 "evaluation": self.last_evaluation if stats else None}
