@@ -100,5 +100,5 @@ class OnnxPredictor:
         if image_size is not None and image_size != self.default_image_size:
             raise UsageError(f"{self.path} was exported for {self.default_image_size} px inputs, not {image_size}; "
                              f"re-export with `scaledet export --image-size {image_size}`")
-        return predict_batches(lambda batch, sizes: self.run(*self._padded_batch(batch, sizes)), self.input_spec,
-                               images, batch_size=self.fixed_batch or batch_size, score_threshold=score_threshold)
+        return predict_batches(self, self.input_spec, images, batch_size=self.fixed_batch or batch_size,
+                               score_threshold=score_threshold)

@@ -60,7 +60,8 @@ def scored_run(trained_run):
     annotations = []
     for path, det in zip(images, model.predict(images, score_threshold=0.0)):
         for rank in (0, 3, 9, 30):  # strong and weak detections become objects
-            x0, y0, x1, y1 = (det["boxes"][rank] + torch.randint(-3, 4, (4,), generator=generator)).tolist()
+            shifted = det["boxes"][rank] + torch.randint(-3, 4, (4,), generator=generator)
+            x0, y0, x1, y1 = shifted.clamp(0, 128).tolist()  # the images are 128 x 128
             w, h = max(x1 - x0, 4.0), max(y1 - y0, 4.0)
             annotations.append({"id": len(annotations) + 1, "image_id": by_name[path.name], "iscrowd": 0,
                                 "category_id": model.label_to_category_id[int(det["labels"][rank])],

@@ -28,6 +28,7 @@ def test_onnx_and_pytorch_ap_agree_on_the_same_data_and_metric(scored_run, expor
                  "--onnx", str(exported), "--output", str(tmp_path), "--device", "cpu", "--json"]) == 0
     both = json.loads(capsys.readouterr().out)
     torch_ap, onnx_ap = both["checkpoint"]["AP"], both["onnx"]["AP"]
+    print(f"\nAP PyTorch {torch_ap:.6f}, ONNX Runtime {onnx_ap:.6f}")
     assert 0.1 < torch_ap < 0.95, torch_ap  # a score the agreement can be measured on
     assert abs(onnx_ap - torch_ap) <= 0.002, (onnx_ap, torch_ap)
     assert abs(both["onnx"]["AP50"] - both["checkpoint"]["AP50"]) <= 0.002
