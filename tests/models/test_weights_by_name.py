@@ -83,3 +83,23 @@ def test_checkpoints_do_not_name_the_backbone_weights_file():
     cfg = load_config(None, [f"model.args={{pretrained_backbone: '{NAME}', pretrained_strict: false, head_width: 32}}"])
     model = create_model("retinanet_spinenet49_tiny", num_classes=2, head_width=32, endpoints_num_filters=32)
     assert model_record(cfg, model)["model_args"] == {"head_width": 32, "num_classes": 2}
+
+
+def test_download_only_when_the_user_opts_in(tmp_path, monkeypatch, resnet50_state):
+    """Without SCALEDET_ALLOW_DOWNLOAD=1 nothing is fetched; with it torch.hub fetches the enum's
+    URL into the cache (stood in for here: this machine has no network)."""
+    fetched = []
+
+    def fake_download(url, destination, *args, **kwargs):
+        fetched.append(url)
+        torch.save(resnet50_state, destination)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("SCALEDET_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(MissingFileError):
+        resolve_weights(NAME)
+    assert fetched == []
+    monkeypatch.setenv("SCALEDET_ALLOW_DOWNLOAD", "1")
+    assert resolve_weights(NAME) == tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    assert fetched == ["https://download.pytorch.org/models/resnet50-0676ba61.pth"]
