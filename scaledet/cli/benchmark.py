@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     p.add_argument("--backend", default="torch", choices=["torch", "compile", "onnxruntime"],
                    help="eager PyTorch, torch.compile, or ONNX Runtime on an export (default torch)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N", help="where to run (default cpu)")
     p.add_argument("--amp", default=None, choices=["bf16", "fp16"], help="autocast dtype (default: fp32)")
     p.add_argument("--train", action="store_true", help="time a training step instead of inference")
     p.add_argument("--num-classes", type=int, default=None, help="number of classes (default: the model's own)")
@@ -60,6 +60,7 @@ def format_report(r: dict) -> str:
 def run(args) -> int:
     import torch
 
+    from scaledet.engine.distributed import resolve_device
     from scaledet.utils.benchmark import benchmark
 
     if args.threads is not None:
@@ -68,7 +69,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     result = benchmark(args.model, image_size=args.image_size, batch=args.batch, backend=args.backend,
-                       device=args.device, amp=args.amp, train=args.train, iters=args.iters, warmup=args.warmup,
+                       device=str(resolve_device(args.device)), amp=args.amp, train=args.train, iters=args.iters, warmup=args.warmup,
                        model_kwargs=kwargs)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

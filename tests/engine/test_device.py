@@ -44,9 +44,14 @@ def test_bad_devices_are_one_line_errors(two_gpus, name, message):
     assert two_gpus == []
 
 
-def test_cli_reports_a_missing_gpu_index_as_one_line(tmp_path, two_gpus, capsys):
+@pytest.mark.parametrize("command", [
+    ["eval", "retinanet_spinenet49s_coco", "--checkpoint", "x.pt"],
+    ["benchmark", "retinanet_spinenet49_tiny"],
+])
+def test_cli_reports_a_missing_gpu_index_as_one_line(two_gpus, capsys, command):
     from scaledet.cli.main import main
 
-    code = main(["eval", "retinanet_spinenet49s_coco", "--checkpoint", str(tmp_path / "x.pt"), "--device", "cuda:5"])
+    code = main(command + ["--device", "cuda:5"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and err == "scaledet eval: error: --device cuda:5: no such GPU; this machine has 2 (cuda:0 to cuda:1)"
+    assert code == 1
+    assert err == f"scaledet {command[0]}: error: --device cuda:5: no such GPU; this machine has 2 (cuda:0 to cuda:1)"
