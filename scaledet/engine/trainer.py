@@ -486,7 +486,6 @@ class Trainer:
             for k, v in stats.items():
                 self._tb.add_scalar(f"eval/{k}", v, self.step)
 
-
     def _draw_curves(self) -> None:
         """curves.png from the run's CSV logs. A plot that cannot be drawn is a warning: it must
         not end a run whose checkpoints and logs are fine."""

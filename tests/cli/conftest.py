@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from scaledet.config import load_config, save_config
