@@ -65,4 +65,5 @@ def test_wheel_installs_and_trains_a_packaged_recipe(shared_data, tmp_path):
     run_dir = elsewhere / "runs" / "x"
     assert (elsewhere / summary["output_dir"]).resolve() == run_dir.resolve()  # relative to where it ran
     assert (run_dir / "last.pt").stat().st_size > 0
+    assert (run_dir / "curves.png").stat().st_size > 0  # the installed package draws its plots (matplotlib, Agg)
     assert "AP" in train.stdout  # the final COCO evaluation table was printed
