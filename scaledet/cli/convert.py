@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scaledet.cli import convert_tf_blitznet
 from scaledet.errors import DataError
 
 EXAMPLE = """\
@@ -74,6 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="square input size recorded with the model (the port's img_shape; default 640)")
     ms.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     ms.set_defaults(func=run_mindspore_nasfpn)
+    convert_tf_blitznet.add_parser(kinds, add_common_arguments)
 
     tf = kinds.add_parser(
         "tf-retinanet", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TF_EXAMPLE,

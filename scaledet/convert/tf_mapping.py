@@ -36,12 +36,14 @@ class Assignment:
 
     ``kind`` "conv": an HWIO kernel becomes OIHW; "copy": the array is taken as is.
     ``out_index``: after that, output channel ``i`` is taken from TF channel ``out_index[i]`` (a
-    permutation, or a selection when TF channels are dropped, e.g. the background class).
+    permutation, or a selection when TF channels are dropped, e.g. the background class);
+    ``in_index`` likewise for a conv kernel's input channels (e.g. a BGR-trained first conv fed RGB).
     """
 
     key: str
     kind: Literal["conv", "copy"] = "copy"
     out_index: tuple[int, ...] | None = None
+    in_index: tuple[int, ...] | None = None
 
     def converted_shape(self, tf_shape: Sequence[int]) -> tuple[int, ...] | None:
         """The PyTorch shape this TF shape becomes, or None when the conversion does not apply."""
@@ -54,6 +56,8 @@ class Assignment:
             if not shape or max(self.out_index) >= shape[0] or len(set(self.out_index)) != len(self.out_index):
                 return None
             shape = (len(self.out_index),) + shape[1:]
+        if self.in_index is not None and (len(shape) < 2 or shape[1] != len(self.in_index)):
+            return None
         return shape
 
     def convert(self, array: np.ndarray) -> torch.Tensor:
@@ -61,6 +65,8 @@ class Assignment:
             array = array.transpose(3, 2, 0, 1)
         if self.out_index is not None:
             array = array[list(self.out_index)]
+        if self.in_index is not None:
+            array = array[:, list(self.in_index)]
         return torch.from_numpy(np.ascontiguousarray(array))
 
 

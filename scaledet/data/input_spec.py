@@ -18,6 +18,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # long_side: the long side is resized to image_size, aspect kept (RetinaNet, TPU eval).
 # square: the whole image is resized to image_size x image_size (SSD / BlitzNet).
 RESIZE_MODES = ("long_side", "square")
+# bilinear: torchvision's resize of the uint8 image, then (x - mean) / std.
+# tf_legacy: the BlitzNet authors' TF1 test pipeline (square mode only): the image goes to float
+# [0, 1] first, TF1's legacy bilinear resize (no half-pixel centres, no antialiasing), then
+# x * (1 / std) - mean / std, i.e. x * 255 - mean for the caffe-style spec (docs/reference/BLITZNET.md §1.1).
+RESIZE_METHODS = ("bilinear", "tf_legacy")
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,8 @@ class InputSpec:
 
     ``pixel_mean``/``pixel_std`` are RGB on the [0, 1] scale: the network sees
     ``(rgb / 255 - mean) / std``. Batches are zero-padded at the bottom/right to a multiple of
-    ``size_divisor``.
+    ``size_divisor``. ``resize_method`` says whose resize arithmetic is reproduced (see
+    ``RESIZE_METHODS``).
     """
 
     image_size: int
@@ -34,6 +40,7 @@ class InputSpec:
     pixel_std: tuple[float, float, float] = IMAGENET_STD
     size_divisor: int = 1
     resize_mode: str = "long_side"
+    resize_method: str = "bilinear"
 
     def __post_init__(self) -> None:
         mean, std = tuple(float(v) for v in self.pixel_mean), tuple(float(v) for v in self.pixel_std)
@@ -45,6 +52,10 @@ class InputSpec:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if self.resize_mode not in RESIZE_MODES:
             raise UsageError(f"unknown resize_mode {self.resize_mode!r}; allowed: {', '.join(RESIZE_MODES)}")
+        if self.resize_method not in RESIZE_METHODS:
+            raise UsageError(f"unknown resize_method {self.resize_method!r}; allowed: {', '.join(RESIZE_METHODS)}")
+        if self.resize_method == "tf_legacy" and not self.square:
+            raise UsageError("resize_method 'tf_legacy' is the BlitzNet test pipeline and needs resize_mode 'square'")
         # frozen: store tuples of floats whatever came in (lists from JSON or YAML)
         object.__setattr__(self, "pixel_mean", mean)
         object.__setattr__(self, "pixel_std", std)
@@ -80,7 +91,7 @@ def eval_transform(spec: InputSpec):
     if spec.square:
         from scaledet.data.ssd_transforms import SSDEvalTransform
 
-        return SSDEvalTransform(spec.image_size, spec.pixel_mean, spec.pixel_std)
+        return SSDEvalTransform(spec.image_size, spec.pixel_mean, spec.pixel_std, resize_method=spec.resize_method)
     from scaledet.data.transforms import EvalTransform
 
     return EvalTransform(spec.image_size, spec.pixel_mean, spec.pixel_std)

@@ -49,6 +49,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from scaledet.data.images import to_rgb_tensor
+from scaledet.data.resize import resize_bilinear
 from scaledet.errors import DataError, UsageError
 
 __all__ = ["SSDTrainTransform", "SSDEvalTransform", "photometric_distort", "sample_coverage_crop",
@@ -170,9 +171,10 @@ class _SSDTransform:
 
     def _finish(self, image: torch.Tensor, target: dict, boxes: torch.Tensor,
                 mask: torch.Tensor | None, keep: torch.Tensor | None,
-                scale: tuple[float, float]) -> tuple[torch.Tensor, dict]:
-        image = F.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
-        image = F.normalize(image, self.mean, self.std)
+                scale: tuple[float, float], *, normalised: bool = False) -> tuple[torch.Tensor, dict]:
+        if not normalised:
+            image = F.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
+            image = F.normalize(image, self.mean, self.std)
         boxes = boxes.as_subclass(torch.Tensor).float().clamp(0, self.size)  # resize round-off
         per_box = {key: torch.as_tensor(target[key]) for key in PER_BOX_KEYS if key in target}
         if keep is not None:  # ``boxes`` arrive filtered; the other per-box keys follow here
@@ -304,15 +306,28 @@ def crop_keeping_centres(image: tv_tensors.Image, boxes: tv_tensors.BoundingBoxe
 
 class SSDEvalTransform(_SSDTransform):
     """Plain resize to ``size x size`` (no aspect preservation) and normalise;
-    ``target["scale"] = (S / H, S / W)``."""
+    ``target["scale"] = (S / H, S / W)``.
+
+    ``resize_method="tf_legacy"`` reproduces the reference's TF1 test input bit for bit: float
+    [0, 1] image, TF1 legacy bilinear resize, then ``x * (1/std) - mean/std`` (x255 - mean)."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *,
-                 antialias: bool = False) -> None:
+                 antialias: bool = False, resize_method: str = "bilinear") -> None:
         super().__init__(size, mean, std, antialias)
+        self.resize_method = resize_method
 
     def __call__(self, image: Any, target: dict | None = None) -> tuple[torch.Tensor, dict]:
         image, target, boxes, mask = self._wrap(image, target)
         height, width = image.shape[-2:]
-        image, boxes, mask = self._resize(image, boxes, mask)
-        return self._finish(image, target, boxes, mask, None,
-                            (self.size / height, self.size / width))
+        scale = (self.size / height, self.size / width)
+        if self.resize_method != "tf_legacy":
+            image, boxes, mask = self._resize(image, boxes, mask)
+            return self._finish(image, target, boxes, mask, None, scale)
+        # uint8 / 255 in float64, then float32, as the reference's loader does
+        pixels = (image.as_subclass(torch.Tensor).double() / 255.0).float()
+        pixels = resize_bilinear(pixels, (self.size, self.size), "tf_legacy")
+        inv_std = torch.tensor([1.0 / s for s in self.std], dtype=torch.float64)
+        shift = torch.tensor(self.mean, dtype=torch.float64) * inv_std
+        pixels = pixels * inv_std.float()[:, None, None] - shift.float()[:, None, None]
+        _, boxes, mask = self._resize(image, boxes, mask)
+        return self._finish(pixels, target, boxes, mask, None, scale, normalised=True)

@@ -103,19 +103,22 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
                    aspect_ratios: tuple[float, ...] = (2.0, 3.0), match_iou: float = 0.5,
                    neg_pos_ratio: float = 3.0, seg_weight: float = 1.0, score_threshold: float = 0.01,
                    pre_nms_topk: int = 400, nms_iou: float = 0.45, max_per_class: int | None = 50,
-                   max_detections: int = 200, norm: NormLike = None,
+                   max_detections: int = 200, norm: NormLike = None, upsample: str = "bilinear",
                    pixel_mean: tuple[float, float, float] = BLITZNET_MEAN,
                    pixel_std: tuple[float, float, float] = BLITZNET_STD,
                    class_names: list[str] | None = None) -> BlitzNet:
     """BlitzNet with the reference defaults (docs/reference/BLITZNET.md §1-2) unless told otherwise.
 
     ``num_down_blocks`` None: 4 for inputs >= 512 (block5-8), else 3 (block5-7).
-    ``anchor_scales`` None: the reference (smallest, min, max) for the number of source maps."""
+    ``anchor_scales`` None: the reference (smallest, min, max) for the number of source maps.
+    ``upsample``: the up-stream resize, "bilinear" (PyTorch) or "tf_legacy" (the authors' TF1
+    arithmetic; converted TF checkpoints record it)."""
     norm = norm_settings(norm, BLITZ_NORM)
     if num_down_blocks is None:
         num_down_blocks = 4 if image_size >= 512 else 3
     streams = BlitzStreams(backbone.feature_info, num_down_blocks=num_down_blocks, x4=x4, top_fm=top_fm,
-                           down_channels=down_channels, down_bottleneck=down_bottleneck, norm=norm)
+                           down_channels=down_channels, down_bottleneck=down_bottleneck, norm=norm,
+                           upsample=upsample)
     sources = streams.feature_info
     boxes = DefaultBoxes.blitznet(len(sources), anchor_scales, aspect_ratios)
     det_head = SSDHead(sources, num_classes + 1, boxes.boxes_per_location)
@@ -136,7 +139,8 @@ class BlitzNetR50:
     """Defaults of a BlitzNet on the reference ResNet-50 trunk; ``pretrained_backbone`` is an
     ImageNet ResNet-50 state dict, a local file or a name such as
     ``torchvision:ResNet50_Weights.IMAGENET1K_V1`` (strict unless ``pretrained_strict`` is False);
-    ``norm`` takes a mapping too."""
+    ``norm`` takes a mapping too. ``width_divisor`` divides every channel width (trunk, streams,
+    segmentation branch), as the converter's narrow TF fixture is built; 1 is the published model."""
 
     _: KW_ONLY
     num_classes: int = 20
@@ -145,6 +149,7 @@ class BlitzNetR50:
     pretrained_backbone: str | None = None
     pretrained_strict: bool = True
     norm: NormSettings = BLITZ_NORM
+    width_divisor: int = 1
 
 
 BLITZNET_R50S: dict[str, BlitzNetR50] = {
@@ -157,7 +162,13 @@ BLITZNET_R50S: dict[str, BlitzNetR50] = {
 
 def create_blitznet_r50(name: str, **overrides) -> BlitzNet:
     recipe, kwargs = apply_overrides(BLITZNET_R50S[name], overrides)
-    trunk = BlitzResNet((3, 4, 6, 3), (64, 128, 256, 512), norm=recipe.norm)
+    div = recipe.width_divisor
+    if isinstance(div, bool) or not isinstance(div, int) or div < 1 or 64 % div:
+        raise UsageError(f"width_divisor must be a positive divisor of 64, got {div!r}")
+    for option, full in (("top_fm", 512), ("down_channels", 2048), ("down_bottleneck", 512), ("seg_channels", 64)):
+        kwargs.setdefault(option, full // div)
+    trunk = BlitzResNet((3, 4, 6, 3), tuple(w // div for w in (64, 128, 256, 512)), stem_channels=64 // div,
+                        norm=recipe.norm)
     if recipe.pretrained_backbone is not None:
         load_pretrained(trunk, recipe.pretrained_backbone, strict=recipe.pretrained_strict)
     return build_blitznet(trunk, num_classes=recipe.num_classes, x4=recipe.x4, image_size=recipe.image_size,

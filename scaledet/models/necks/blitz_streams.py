@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from scaledet.errors import UsageError
 from scaledet.models.backbones.blitz_resnet import BLITZ_NORM, init_trunk_weights, make_stage
 from scaledet.models.common import FeatureInfo, NormSettings
+from scaledet.data.resize import RESIZE_MODES, resize_bilinear
 
 
 def halve_ceil(size: int, times: int) -> int:
@@ -29,10 +29,15 @@ def halve_ceil(size: int, times: int) -> int:
 
 class ResSkip(nn.Module):
     """Resize ``x`` to ``skip``'s size, shortcut (1x1 conv + BN if channels differ, else
-    identity), residual 1x1-3x3-1x1 on concat([x, skip]); returns (output, shortcut)."""
+    identity), residual 1x1-3x3-1x1 on concat([x, skip]); returns (output, shortcut).
 
-    def __init__(self, x_channels: int, skip_channels: int, out_channels: int, *, norm: NormSettings = BLITZ_NORM):
+    ``upsample``: "bilinear" (PyTorch, half-pixel centres) or "tf_legacy" (the reference's TF1
+    resize, needed to compute what converted TF weights computed; scaledet/data/resize.py)."""
+
+    def __init__(self, x_channels: int, skip_channels: int, out_channels: int, *, norm: NormSettings = BLITZ_NORM,
+                 upsample: str = "bilinear"):
         super().__init__()
+        self.upsample = upsample
         width = out_channels // 4
         self.projection = (nn.Sequential(nn.Conv2d(x_channels, out_channels, 1, bias=False), norm.make(out_channels))
                            if x_channels != out_channels else None)
@@ -43,11 +48,9 @@ class ResSkip(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # PyTorch half-pixel bilinear; the reference used TF1 legacy bilinear (no half-pixel
-        # centres), which differs numerically — irrelevant unless TF weights are ported.
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = resize_bilinear(x, skip.shape[-2:], self.upsample)
         shortcut = self.projection(x) if self.projection is not None else x
-        out = F.relu(shortcut + self.residual(torch.cat([x, skip], dim=1)))
+        out = torch.relu(shortcut + self.residual(torch.cat([x, skip], dim=1)))
         return out, shortcut
 
 
@@ -57,8 +60,10 @@ class BlitzStreams(nn.Module):
 
     def __init__(self, in_features: list[FeatureInfo], *, num_down_blocks: int = 3, x4: bool = True,
                  top_fm: int = 512, down_channels: int = 2048, down_bottleneck: int = 512,
-                 units_per_block: int = 2, norm: NormSettings = BLITZ_NORM):
+                 units_per_block: int = 2, norm: NormSettings = BLITZ_NORM, upsample: str = "bilinear"):
         super().__init__()
+        if upsample not in RESIZE_MODES:
+            raise UsageError(f"upsample must be one of {', '.join(RESIZE_MODES)}, got {upsample!r}")
         if [f.stride for f in in_features] != [4, 8, 16, 32]:
             raise UsageError(f"BlitzStreams expects trunk strides [4, 8, 16, 32], "
                              f"got {[f.stride for f in in_features]}")
@@ -77,7 +82,7 @@ class BlitzStreams(nn.Module):
         self.up = nn.ModuleList()
         x_channels = down_channels
         for skip in self.skip_info:
-            self.up.append(ResSkip(x_channels, skip.channels, top_fm, norm=norm))
+            self.up.append(ResSkip(x_channels, skip.channels, top_fm, norm=norm, upsample=upsample))
             x_channels = top_fm
         strides = [s.stride for s in self.skip_info][::-1]
         # pool6 is a 1x1 map; its stride is nominal (twice the coarsest ResSkip's).
