@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import scaledet
-from scaledet.convert.blitznet_tf import (blitznet_tf_args, blitznet_tf_ignored, blitznet_tf_mapping,
-                                          convert_blitznet_tf)
+from scaledet.cli.main import main
+from scaledet.convert.blitznet_tf import blitznet_tf_args, blitznet_tf_ignored, blitznet_tf_mapping
 from scaledet.convert.tf_mapping import MappingError, check_mapping
 from scaledet.data.input_spec import InputSpec, eval_transform
 from scaledet.data.resize import upsampled_labels
@@ -32,12 +32,15 @@ def fixture_dir(shared_data):
 
 
 @pytest.fixture(scope="module")
-def converted(fixture_dir, tmp_path_factory):
-    from scaledet.engine.checkpoint import save_atomic
-
+def converted_path(fixture_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("bz") / "blitznet_tf.pt"
-    save_atomic(convert_blitznet_tf(fixture_dir / "ckpt"), path)
-    return model_from_checkpoint(path)
+    assert main(["convert", "tf-blitznet", str(fixture_dir / "ckpt"), str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted(converted_path):
+    return model_from_checkpoint(converted_path)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,14 @@ def run(converted, fixture_dir):
     with torch.inference_mode():
         outputs = converted(images)
     return images, targets, outputs
+
+
+def test_cli_refuses_to_overwrite_and_names_bad_input(converted_path, tmp_path, capsys):
+    assert main(["convert", "tf-blitznet", str(tmp_path), str(converted_path)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["convert", "tf-blitznet", str(tmp_path), str(tmp_path / "out.pt")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path) in err[0] and not (tmp_path / "out.pt").exists()
 
 
 def test_recorded_conventions(converted):
