@@ -29,7 +29,7 @@ from scaledet.models.backbones.blitz_resnet import BlitzResNet, MsraBottleneck
 from scaledet.models.detectors.blitznet import BlitzNet
 
 __all__ = ["BGR_TO_RGB", "TF_BLITZNET_OPTIONS", "blitznet_tf_args", "blitznet_tf_ignored", "blitznet_tf_mapping",
-           "tfslim_resnet_ignored", "tfslim_resnet_mapping"]
+           "convert_blitznet_tf", "load_tfslim_trunk", "tfslim_resnet_ignored", "tfslim_resnet_mapping"]
 
 BGR_TO_RGB = (2, 1, 0)
 TRUNK_SCOPE = "resnet_v1_50"
@@ -121,6 +121,17 @@ def tfslim_resnet_ignored(names: Iterable[str]) -> list[str]:
     the ImageNet classifier (``resnet_v1_50/logits``) and training state. A BlitzNet checkpoint
     used as a backbone source also holds its streams and heads (``ssd/...``, ``ssd_back/...``)."""
     return [n for n in names if _is_training_state(n) or n.startswith((f"{TRUNK_SCOPE}/logits/", "ssd/", "ssd_back/"))]
+
+
+def load_tfslim_trunk(trunk: BlitzResNet, path) -> None:
+    """Fill a BlitzNet trunk from a TF-slim ``resnet_v1_50`` checkpoint (or a BlitzNet TF
+    checkpoint's trunk): every trunk entry must be filled and every ``resnet_v1_50/`` variable but
+    the ImageNet classifier used, else the error lists what is left over or missing."""
+    from scaledet.convert.tf_checkpoint import TFCheckpoint
+    from scaledet.convert.tf_mapping import load_mapped
+
+    checkpoint = TFCheckpoint(path)
+    load_mapped(trunk, tfslim_resnet_mapping(trunk), checkpoint, ignored=tfslim_resnet_ignored(checkpoint))
 
 
 def _shape(shapes: Mapping[str, Sequence[int]], name: str, source: str) -> tuple[int, ...]:

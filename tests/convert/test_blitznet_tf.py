@@ -12,7 +12,8 @@ from PIL import Image
 
 import scaledet
 from scaledet.cli.main import main
-from scaledet.convert.blitznet_tf import blitznet_tf_args, blitznet_tf_ignored, blitznet_tf_mapping
+from scaledet.convert.blitznet_tf import (blitznet_tf_args, blitznet_tf_ignored, blitznet_tf_mapping,
+                                          tfslim_resnet_ignored, tfslim_resnet_mapping)
 from scaledet.convert.tf_mapping import MappingError, check_mapping
 from scaledet.data.input_spec import InputSpec, eval_transform
 from scaledet.data.resize import upsampled_labels
@@ -200,3 +201,28 @@ def test_leftovers_and_shape_mismatches_are_listed(fixture_dir):
     message = str(err.value)
     assert "ssd/extra_conv/weights" in message and "ssd/Conv_7/biases [22]" in message
     assert "ssd_back/block_rev3/conv2/BatchNorm/beta" in message and "\n" not in message
+
+
+def test_pretrained_backbone_from_a_tf_slim_checkpoint(fixture_dir, converted):
+    """The fixture's ``resnet_v1_50/...`` variables use the names of TF-slim's ImageNet checkpoint;
+    the trunk loads from them directly and the input spec becomes caffe-style."""
+    model = scaledet.create_model("blitznet300_r50", width_divisor=8,
+                                  pretrained_backbone=str(fixture_dir / "ckpt" / "blitznet300_x4_r50_w8"))
+    for key, value in converted.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+    assert model.input_spec.pixel_std == pytest.approx((1 / 255,) * 3)
+    assert model.input_spec.pixel_mean[0] == pytest.approx(123.151630838 / 255)
+    with pytest.raises(MappingError) as err:  # strict: a trunk of another width lists the mismatches
+        scaledet.create_model("blitznet300_r50", width_divisor=4,
+                              pretrained_backbone=str(fixture_dir / "ckpt" / "blitznet300_x4_r50_w8"))
+    assert "265 shape mismatches" in str(err.value) and "-> layer1.0.bn3.weight [64]" in str(err.value)
+
+
+def test_tf_slim_resnet_v1_50_variable_list_maps_completely(fixture_dir):
+    shapes = _shapes(fixture_dir / "varlists" / "tfslim_resnet_v1_50.tsv")
+    with torch.device("meta"):
+        trunk = scaledet.create_model("blitznet300_r50").backbone
+    state = {k: tuple(v.shape) for k, v in trunk.state_dict().items()}
+    ignored = tfslim_resnet_ignored(shapes)
+    assert sorted(ignored) == ["resnet_v1_50/logits/biases", "resnet_v1_50/logits/weights"]
+    check_mapping(tfslim_resnet_mapping(trunk), shapes, state, source="tfslim", ignored=ignored)

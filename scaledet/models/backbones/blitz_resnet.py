@@ -139,12 +139,37 @@ class BlitzResNet(nn.Module):
         return outs
 
 
-def load_pretrained(model: nn.Module, spec: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
-    """Load ImageNet weights with torchvision ResNet-50 key names (a local file or ``SCHEME:NAME``);
-    the classifier ``fc.*`` is dropped. Returns the (missing, unexpected) keys, which are an error
-    when ``strict``."""
-    report = load_backbone_weights(model, spec, strict=strict)
-    return list(report.missing), list(report.unexpected)
+# The input normalisation each kind of ImageNet weights was trained with (RGB, [0, 1] scale; the
+# network sees (x - mean) / std). MSRA/Caffe and TF-slim ResNets: x255 minus the mean colour, no
+# std; torchvision's: ImageNet mean and std (docs/reference/BLITZNET.md §1.1, §8.4).
+CAFFE_INPUT = ((123.151630838 / 255, 115.902882574 / 255, 103.062623801 / 255), (1 / 255, 1 / 255, 1 / 255))
+TORCHVISION_INPUT = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def is_tf_checkpoint(spec: str | Path) -> bool:
+    """A TF checkpoint prefix, one of its files, or a folder (TF-slim's resnet_v1_50.ckpt)."""
+    path = Path(spec)
+    return (path.is_dir() or path.suffix == ".index" or ".data-" in path.name
+            or Path(f"{path}.index").is_file())
+
+
+def load_pretrained(model: nn.Module, spec: str | Path, strict: bool = True) -> Normalisation:
+    """Load ImageNet weights into the trunk; return the input normalisation they were trained
+    with, which the model's input spec must then use.
+
+    A TF-slim ``resnet_v1_50`` checkpoint (or a BlitzNet TF checkpoint's trunk) is mapped by name
+    and always strictly (caffe-style inputs). Anything else is a state dict with torchvision
+    ResNet-50 key names (a local file or ``SCHEME:NAME``; the classifier ``fc.*`` dropped; missing
+    or unexpected keys an error when ``strict``; torchvision's normalisation, and note those
+    weights were trained with the v1.5 stride placement)."""
+    if is_tf_checkpoint(spec):
+        from scaledet.convert.blitznet_tf import load_tfslim_trunk  # the TF reader sits above models
+
+        load_tfslim_trunk(model, spec)
+        return CAFFE_INPUT
+    load_backbone_weights(model, spec, strict=strict)
+    return TORCHVISION_INPUT
 
 
 def blitz_resnet50(pretrained: str | Path | None = None, *, pretrained_strict: bool = True,

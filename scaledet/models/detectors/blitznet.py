@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from scaledet.data.input_spec import InputSpec
 from scaledet.errors import UsageError
-from scaledet.models.backbones.blitz_resnet import BLITZ_NORM, BlitzResNet, load_pretrained
+from scaledet.models.backbones.blitz_resnet import BLITZ_NORM, CAFFE_INPUT, BlitzResNet, load_pretrained
 from scaledet.models.common import FeatureInfo, NormLike, NormSettings, norm_settings
 from scaledet.models.detectors.base import Detector
 from scaledet.models.heads.seg_head import SegHead
@@ -33,9 +33,9 @@ from scaledet.ops.ssd_postprocess import SSDPostProcessor
 from scaledet.registry import register_model
 
 # Reference: RGB [0,1] -> x255 -> BGR -> subtract mean, no std (docs/reference/BLITZNET.md §1.1). Expressed
-# here on the [0,1] scale in RGB order (our loaders give RGB; the trunk is not BGR-specific).
-BLITZNET_MEAN = (123.151630838 / 255, 115.902882574 / 255, 103.062623801 / 255)
-BLITZNET_STD = (1 / 255, 1 / 255, 1 / 255)
+# here on the [0,1] scale in RGB order (our loaders give RGB; TF weights get their first conv's input
+# channels reversed when converted).
+BLITZNET_MEAN, BLITZNET_STD = CAFFE_INPUT
 
 
 class BlitzNet(Detector):
@@ -136,11 +136,13 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
 
 @dataclass(frozen=True)
 class BlitzNetR50:
-    """Defaults of a BlitzNet on the reference ResNet-50 trunk; ``pretrained_backbone`` is an
-    ImageNet ResNet-50 state dict, a local file or a name such as
-    ``torchvision:ResNet50_Weights.IMAGENET1K_V1`` (strict unless ``pretrained_strict`` is False);
-    ``norm`` takes a mapping too. ``width_divisor`` divides every channel width (trunk, streams,
-    segmentation branch), as the converter's narrow TF fixture is built; 1 is the published model."""
+    """Defaults of a BlitzNet on the reference ResNet-50 trunk; ``pretrained_backbone`` is ImageNet
+    weights: a TF-slim resnet_v1_50 checkpoint (loaded by name, caffe-style inputs), or a torchvision
+    ResNet-50 state dict, a local file or a name such as ``torchvision:ResNet50_Weights.IMAGENET1K_V1``
+    (strict unless ``pretrained_strict`` is False; torchvision's normalisation). The input spec
+    follows the weights loaded. ``norm`` takes a mapping too. ``width_divisor`` divides every channel
+    width (trunk, streams, segmentation branch), as the converter's narrow TF fixture is built; 1 is
+    the published model."""
 
     _: KW_ONLY
     num_classes: int = 20
@@ -170,7 +172,10 @@ def create_blitznet_r50(name: str, **overrides) -> BlitzNet:
     trunk = BlitzResNet((3, 4, 6, 3), tuple(w // div for w in (64, 128, 256, 512)), stem_channels=64 // div,
                         norm=recipe.norm)
     if recipe.pretrained_backbone is not None:
-        load_pretrained(trunk, recipe.pretrained_backbone, strict=recipe.pretrained_strict)
+        mean, std = load_pretrained(trunk, recipe.pretrained_backbone, strict=recipe.pretrained_strict)
+        # the inputs the loaded weights were trained on, unless the caller says otherwise
+        kwargs.setdefault("pixel_mean", mean)
+        kwargs.setdefault("pixel_std", std)
     return build_blitznet(trunk, num_classes=recipe.num_classes, x4=recipe.x4, image_size=recipe.image_size,
                           norm=recipe.norm, **kwargs)
 
