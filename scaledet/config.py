@@ -116,6 +116,9 @@ class EvalConfig:
     batch_size: int = 8
     metric: Literal["coco", "voc"] = "coco"  # voc: VOC mAP + mIoU, for data.format=voc
     voc_metric: Literal["area", "11point"] = "area"  # VOC2010+ all-point AP | VOC2007 11-point AP
+    # mIoU label maps: reference = seg logits resized bilinearly to the original size, then argmax
+    # (the BlitzNet authors' protocol); fast = argmax at network size, nearest resize of the labels
+    miou_method: Literal["reference", "fast"] = "reference"
     score_threshold: float | None = None  # None: the model's own
     max_images: int | None = None
     # which validation images are scored: all | the MindSpore NAS-FPN port's subset (>= 1 annotation,

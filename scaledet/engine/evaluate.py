@@ -25,6 +25,8 @@ from tqdm import tqdm
 from scaledet.config import EvalConfig
 from scaledet.data.collate import collate
 from scaledet.engine.distributed import DistInfo, gather_objects
+from scaledet.data.input_spec import InputSpec
+from scaledet.data.prediction import mask_method_used
 from scaledet.engine.inference import unpack_detections
 from scaledet.errors import UsageError
 from scaledet.eval.base import EvalResult, Evaluator
@@ -34,9 +36,11 @@ if TYPE_CHECKING:
 
 
 class Predictor(Protocol):
-    """What the loop evaluates. ``size_divisor``: inputs are padded to a multiple of it."""
+    """What the loop evaluates. ``size_divisor``: inputs are padded to a multiple of it;
+    ``input_spec``: the pre-processing (its ``resize_method`` also resizes segmentation logits)."""
 
     size_divisor: int
+    input_spec: InputSpec
 
     def __call__(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
         """``images [B,3,H,W]`` (normalised, padded) -> the post-processor's fixed-size output:
@@ -52,6 +56,7 @@ class TorchPredictor:
         self.device = device
         self.amp_dtype = amp_dtype
         self.size_divisor = model.size_divisor
+        self.input_spec = model.input_spec
 
     def __call__(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
         images = images.to(self.device, non_blocking=True)
@@ -78,7 +83,12 @@ def evaluate_dataset(predictor: Predictor, dataset: Dataset, evaluator: Evaluato
     evaluator.reset()
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         post = predictor(batch["images"], batch["image_sizes"])
-        evaluator.process(batch["targets"], unpack_detections(post, batch["targets"], batch["image_sizes"]))
+        if mask_method_used(post, evaluator.mask_method) not in (None, evaluator.mask_method):
+            raise UsageError(f"mIoU method {evaluator.mask_method!r} needs segmentation logits, which this "
+                             "predictor does not return; set eval.miou_method=fast")
+        evaluator.process(batch["targets"], unpack_detections(post, batch["targets"], batch["image_sizes"],
+                                                              mask_method=evaluator.mask_method,
+                                                              mask_resize=predictor.input_spec.resize_method))
     if not info.enabled:
         return evaluator.evaluate()
     parts = gather_objects(evaluator.records, info)
@@ -108,7 +118,7 @@ def build_evaluator(cfg: EvalConfig, bundle: DataBundle, *, label_to_category_id
         voc = _unwrap(bundle.val)
         if not isinstance(voc, VOCDetection):
             raise UsageError(f"eval.metric=voc needs a VOC validation set, got {type(voc).__name__}")
-        return VocEvaluator(voc.ground_truth, bundle.class_names, cfg.voc_metric)
+        return VocEvaluator(voc.ground_truth, bundle.class_names, cfg.voc_metric, cfg.miou_method)
     if bundle.val_annotations is None:
         return None
     from scaledet.eval.coco import CocoEvaluator

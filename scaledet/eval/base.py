@@ -55,10 +55,14 @@ def as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
 
 
 class Evaluator(ABC):
-    """Accumulates one record per image (``image_record``) and scores them (``summarize``)."""
+    """Accumulates one record per image (``image_record``) and scores them (``summarize``).
 
-    def __init__(self) -> None:
+    ``mask_method``: how the loop makes the label maps (``masks``) this evaluator scores, from
+    segmentation outputs (see :func:`scaledet.data.prediction.unpack_detections`)."""
+
+    def __init__(self, mask_method: str = "reference") -> None:
         self.records: list[Any] = []
+        self.mask_method = mask_method
 
     def reset(self) -> None:
         self.records = []

@@ -274,6 +274,13 @@ class _VocImageRecord:
     confusion: torch.Tensor | None  # [C+1, C+1] pixel counts; None without masks
 
 
+# eval.miou_method: how the predicted label map at the original image size is made.
+MIOU_METHODS = {
+    "reference": "logits resized bilinearly to the original size, then argmax",
+    "fast": "argmax at network size, nearest resize",
+}
+
+
 class VocEvaluator(Evaluator):
     """VOC detection mAP and, for detections that carry ``masks``, segmentation mIoU.
 
@@ -282,13 +289,18 @@ class VocEvaluator(Evaluator):
     resolution, as the reference protocol does (docs/reference/BLITZNET.md §5): the predicted
     label map arrives resized to it, and the class mask is read from its file at that size.
     Images without a mask add no pixels; with no pixel at all mIoU is NaN.
+    ``miou_method``: "reference" (logits resized bilinearly to the original size, then argmax) or
+    "fast" (argmax at the network size, label map resized with nearest neighbour); the table and
+    the details name it.
     """
 
     def __init__(self, ground_truth: Callable[[int], VocGroundTruth], class_names: Sequence[str],
-                 metric: str = "area") -> None:
+                 metric: str = "area", miou_method: str = "reference") -> None:
         if metric not in VOC_METRICS:
             raise ValueError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
-        super().__init__()
+        if miou_method not in MIOU_METHODS:
+            raise ValueError(f"miou_method must be one of {MIOU_METHODS}, got {miou_method!r}")
+        super().__init__(mask_method=miou_method)
         self.ground_truth = ground_truth
         self.class_names = list(class_names)
         self.metric = metric
@@ -325,5 +337,7 @@ class VocEvaluator(Evaluator):
         result = evaluate_voc(annotations, detections, classes=self.class_names, metric=self.metric)
         segmentation = confusion.compute()
         metrics = {"mAP": result["mAP"], "mIoU": segmentation["miou"], "pixel_acc": segmentation["pixel_acc"]}
-        table = f"mAP  {metrics['mAP']:.4f}  ({self.metric})\nmIoU {metrics['mIoU']:.4f}"
-        return EvalResult(metrics, table, details={"metric": self.metric, "per_class_AP": result["per_class"]})
+        table = (f"mAP  {metrics['mAP']:.4f}  ({self.metric})\n"
+                 f"mIoU {metrics['mIoU']:.4f}  (method: {self.mask_method}; {MIOU_METHODS[self.mask_method]})")
+        return EvalResult(metrics, table, details={"metric": self.metric, "miou_method": self.mask_method,
+                                                   "per_class_AP": result["per_class"]})

@@ -5,7 +5,10 @@ scores <= ``score_threshold`` (0.01), class-wise greedy NMS (IoU 0.45), at most
 ``max_per_class`` (50) per class and ``max_detections`` (200) per image. Boxes are decoded with
 the reference quirk (a box leaving the left/top edge is shifted inside, not cut) and returned in
 network-input pixels; labels are 0-based foreground classes (internal class 0 = background).
-Segmentation: logits bilinearly upsampled to the network input, argmax -> ``mask [B, H, W]``.
+Segmentation: logits bilinearly upsampled to the network input, argmax -> ``mask [B, H, W]``
+(the fast label map); the logits themselves are passed on as ``mask_logits [B, C+1, h, w]`` so
+the reference label map (logits resized to the original image, then argmax) can be made once the
+original size is known (:func:`scaledet.data.prediction.unpack_detections`).
 """
 from __future__ import annotations
 
@@ -71,4 +74,5 @@ class SSDPostProcessor(torch.nn.Module):
         if seg is not None:
             logits = F.interpolate(seg.float(), size=(height, width), mode="bilinear", align_corners=False)
             out["mask"] = logits.argmax(dim=1)
+            out["mask_logits"] = seg.float()
         return out

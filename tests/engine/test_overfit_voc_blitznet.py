@@ -47,6 +47,7 @@ def test_blitznet_eval_and_predict_commands(shared_data, tmp_path, capsys):
                  "--json", "--device", "cpu"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["mIoU"] <= 1.0
+    assert metrics["miou_method"] == "reference"  # the default, named in the output
     image = voc / "JPEGImages" / "2007_000032.jpg"
     assert main(["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), str(image),
                  "--output", str(tmp_path / "pred"), "--score-threshold", "0.0", "--device", "cpu"]) == 0
