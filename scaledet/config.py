@@ -51,6 +51,9 @@ class DataConfig:
     val_annotations: str | None = None
     train_split: str | None = "train"  # voc: an ImageSets list; None = every annotated image
     val_split: str | None = "val"
+    # voc: a folder of extra <id>.png class masks (SBD's SegmentationClassAug) for training images
+    # without an official SegmentationClass mask; they count in the data set's num_masked
+    extra_masks_dir: str | None = None
     train_pattern: str | None = None  # tfrecord shards, e.g. /data/coco/train-*
     val_pattern: str | None = None
     # tfrecord: the category table (label -> id, names) when no annotation json gives it; with

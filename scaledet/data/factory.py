@@ -113,7 +113,8 @@ def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> 
         from scaledet.data.voc import VOCDetection
 
         root = _require(cfg.root, "root")
-        train_ds = VOCDetection(root, split=cfg.train_split, transforms=train_tf) if train else None
+        train_ds = (VOCDetection(root, split=cfg.train_split, transforms=train_tf, extra_masks_dir=cfg.extra_masks_dir)
+                    if train else None)
         val_ds = VOCDetection(root, split=cfg.val_split, transforms=eval_tf) if val else None
         from scaledet.data.voc import VOC_CLASSES
 

@@ -19,12 +19,13 @@ from scaledet.config import DataConfig
 from scaledet.errors import MissingFileError
 
 DATA_ROOT_ENV = "SCALEDET_DATA_ROOT"
-PATH_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations", "train_pattern", "val_pattern")
+PATH_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations", "train_pattern", "val_pattern",
+             "extra_masks_dir")
 SPLIT_KEYS = ("train_split", "val_split")
 # Paths each format reads that must exist before a data set is built (tfrecord patterns are globs).
 _REQUIRED = {
     "coco": {"train": ("train_images", "train_annotations"), "val": ("val_images", "val_annotations")},
-    "voc": {"train": ("root",), "val": ("root",)},
+    "voc": {"train": ("root", "extra_masks_dir"), "val": ("root",)},
 }
 
 

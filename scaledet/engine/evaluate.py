@@ -106,9 +106,10 @@ def _unwrap(dataset: Dataset) -> Dataset:
 
 
 def build_evaluator(cfg: EvalConfig, bundle: DataBundle, *, label_to_category_id=None,
-                    results_path: Path | None = None) -> Evaluator | None:
+                    results_path: Path | None = None, tasks: Sequence[str] = ("det", "seg")) -> Evaluator | None:
     """The evaluator ``eval.metric`` names for ``bundle.val``; None when there is nothing to score
-    against (no validation split, or COCO scoring without a COCO annotation file)."""
+    against (no validation split, or COCO scoring without a COCO annotation file). ``tasks``: what
+    the model does (``Detector.tasks``); VOC scores only those."""
     if bundle.val is None:
         return None
     if cfg.metric == "voc":
@@ -118,7 +119,7 @@ def build_evaluator(cfg: EvalConfig, bundle: DataBundle, *, label_to_category_id
         voc = _unwrap(bundle.val)
         if not isinstance(voc, VOCDetection):
             raise UsageError(f"eval.metric=voc needs a VOC validation set, got {type(voc).__name__}")
-        return VocEvaluator(voc.ground_truth, bundle.class_names, cfg.voc_metric, cfg.miou_method)
+        return VocEvaluator(voc.ground_truth, bundle.class_names, cfg.voc_metric, cfg.miou_method, tasks)
     if bundle.val_annotations is None:
         return None
     from scaledet.eval.coco import CocoEvaluator
@@ -156,17 +157,18 @@ def select_validation_images(cfg: EvalConfig, bundle: DataBundle) -> None:
 
 
 def evaluate_on_config(cfg, predictor: Predictor, model, *, results_path: Path | None, progress: bool = True,
-                       info: DistInfo = DistInfo()) -> EvalResult:
+                       info: DistInfo = DistInfo(), tasks: Sequence[str] = ("det", "seg")) -> EvalResult:
     """Score ``predictor`` on the validation split ``cfg`` names. ``model`` (a Detector, or anything
     with its ``input_spec`` and ``label_to_category_id``) says how to prepare the images and which
-    data set category each label is; the same loop serves every kind of predictor."""
+    data set category each label is; the same loop serves every kind of predictor. ``tasks``: what
+    the model does (``Detector.tasks``); VOC scores only those."""
     from scaledet.data.factory import build_datasets
 
     bundle = build_datasets(cfg.data, train=False, val=True)
     select_validation_images(cfg.eval, bundle)
     bundle.set_transforms(cfg.data, model)
     evaluator = build_evaluator(cfg.eval, bundle, label_to_category_id=model.label_to_category_id,
-                                results_path=results_path)
+                                results_path=results_path, tasks=tasks)
     if evaluator is None:
         raise UsageError(f"eval.metric={cfg.eval.metric}: data.format={cfg.data.format} gives no ground truth "
                          "to score against (COCO scoring needs data.val_annotations)")
@@ -184,4 +186,4 @@ def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: 
         model.postprocessor.score_threshold = cfg.eval.score_threshold
     return evaluate_on_config(cfg, TorchPredictor(model, device), model,
                               results_path=(output or checkpoint.parent) / "results.json", progress=progress,
-                              info=info)
+                              info=info, tasks=model.tasks)

@@ -174,6 +174,8 @@ class Trainer:
         check_model_arguments(cfg.model)  # a typo in model.args fails here, before any data is read
         torch.manual_seed(cfg.train.seed + self.info.rank)
         self.bundle = build_datasets(cfg.data, train=True, val=True)
+        if self.info.is_main:  # e.g. how many VOC training images have a segmentation mask
+            log.info("training data: %r", self.bundle.train)
         select_validation_images(cfg.eval, self.bundle)
         num_classes = cfg.model.num_classes or len(self.bundle.class_names)
         model = build_model_from_config(cfg, num_classes, self.bundle.class_names, self.bundle.label_to_category_id)
@@ -316,11 +318,11 @@ class Trainer:
         the metrics, or None without ground truth. The full result is kept in ``last_evaluation``."""
         from scaledet.engine.evaluate import TorchPredictor, build_evaluator, evaluate_dataset
 
+        model = self.ema.module if self.ema is not None else self.model
         evaluator = build_evaluator(self.cfg.eval, self.bundle, label_to_category_id=self.bundle.label_to_category_id,
-                                    results_path=self.output_dir / "val_results.json")
+                                    results_path=self.output_dir / "val_results.json", tasks=model.tasks)
         if evaluator is None:
             return None
-        model = self.ema.module if self.ema is not None else self.model
         self.last_evaluation = evaluate_dataset(TorchPredictor(model, self.device, self.amp_dtype), self.bundle.val,
                                                 evaluator, batch_size=self.cfg.eval.batch_size, info=self.info)
         self.model.train()

@@ -295,12 +295,14 @@ class VocEvaluator(Evaluator):
     """
 
     def __init__(self, ground_truth: Callable[[int], VocGroundTruth], class_names: Sequence[str],
-                 metric: str = "area", miou_method: str = "reference") -> None:
+                 metric: str = "area", miou_method: str = "reference",
+                 tasks: Sequence[str] = ("det", "seg")) -> None:
         if metric not in VOC_METRICS:
             raise ValueError(f"metric must be one of {VOC_METRICS}, got {metric!r}")
         if miou_method not in MIOU_METHODS:
             raise ValueError(f"miou_method must be one of {MIOU_METHODS}, got {miou_method!r}")
         super().__init__(mask_method=miou_method)
+        self.tasks = tuple(tasks)  # what is scored: "det" (mAP) and/or "seg" (mIoU, pixel accuracy)
         self.ground_truth = ground_truth
         self.class_names = list(class_names)
         self.metric = metric
@@ -311,7 +313,7 @@ class VocEvaluator(Evaluator):
                                         names=[self.class_names[int(label)] for label in truth.labels],
                                         difficult=truth.difficult.astype(bool))
         confusion = None
-        if "masks" in detection and truth.mask_path is not None:
+        if "seg" in self.tasks and "masks" in detection and truth.mask_path is not None:
             predicted = detection["masks"]
             matrix = ConfusionMatrix(len(self.class_names) + 1)
             matrix.update(predicted, read_class_mask(truth.mask_path, len(self.class_names),
@@ -334,10 +336,15 @@ class VocEvaluator(Evaluator):
             for name, items in found.items()
         }
         annotations = {record.name: record.annotation for record in records}
-        result = evaluate_voc(annotations, detections, classes=self.class_names, metric=self.metric)
-        segmentation = confusion.compute()
-        metrics = {"mAP": result["mAP"], "mIoU": segmentation["miou"], "pixel_acc": segmentation["pixel_acc"]}
-        table = (f"mAP  {metrics['mAP']:.4f}  ({self.metric})\n"
-                 f"mIoU {metrics['mIoU']:.4f}  (method: {self.mask_method}; {MIOU_METHODS[self.mask_method]})")
-        return EvalResult(metrics, table, details={"metric": self.metric, "miou_method": self.mask_method,
-                                                   "per_class_AP": result["per_class"]})
+        metrics, lines, details = {}, [], {}
+        if "det" in self.tasks:
+            result = evaluate_voc(annotations, detections, classes=self.class_names, metric=self.metric)
+            metrics["mAP"] = result["mAP"]
+            lines.append(f"mAP  {metrics['mAP']:.4f}  ({self.metric})")
+            details.update(metric=self.metric, per_class_AP=result["per_class"])
+        if "seg" in self.tasks:
+            segmentation = confusion.compute()
+            metrics.update(mIoU=segmentation["miou"], pixel_acc=segmentation["pixel_acc"])
+            lines.append(f"mIoU {metrics['mIoU']:.4f}  (method: {self.mask_method}; {MIOU_METHODS[self.mask_method]})")
+            details["miou_method"] = self.mask_method
+        return EvalResult(metrics, "\n".join(lines), details=details)

@@ -93,15 +93,20 @@ class SSDCriterion(Criterion):
         cls_t = torch.stack(labels_out)
         return cls_t, torch.stack(boxes_out), cls_t > 0
 
-    def forward(self, loc: torch.Tensor, conf: torch.Tensor, seg: torch.Tensor | None, default_boxes: torch.Tensor,
-                targets: list[dict], input_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """``loc [B, A, 4]``, ``conf [B, A, C+1]``, ``seg [B, C+1, h, w]``, ``default_boxes [A, 4]``."""
-        if conf.shape[1] != default_boxes.shape[0]:
+    def forward(self, loc: torch.Tensor | None, conf: torch.Tensor | None, seg: torch.Tensor | None,
+                default_boxes: torch.Tensor, targets: list[dict], input_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``loc [B, A, 4]``, ``conf [B, A, C+1]``, ``seg [B, C+1, h, w]``, ``default_boxes [A, 4]``;
+        a task's outputs are None when the model does not have it (its loss terms are then 0)."""
+        if conf is not None and conf.shape[1] != default_boxes.shape[0]:
             raise UsageError(f"{conf.shape[1]} box predictions but {default_boxes.shape[0]} default boxes "
                              f"for input size {tuple(input_hw)}")
-        with torch.autocast(device_type=conf.device.type, enabled=False):
-            cls_loss, loc_loss, num_pos = self.detection_losses(loc.float(), conf.float(), default_boxes.float(),
-                                                                targets, input_hw)
+        with torch.autocast(device_type=default_boxes.device.type, enabled=False):
+            if conf is not None:
+                cls_loss, loc_loss, num_pos = self.detection_losses(loc.float(), conf.float(), default_boxes.float(),
+                                                                    targets, input_hw)
+            else:
+                cls_loss = loc_loss = default_boxes.new_zeros((), dtype=torch.float32)
+                num_pos = torch.zeros((), dtype=torch.long, device=default_boxes.device)
             seg_loss = (self.segmentation_loss(seg.float(), targets, input_hw) if seg is not None
                         else cls_loss.new_zeros(()))
         total = self.det_weight * (cls_loss + loc_loss) + self.seg_weight * seg_loss

@@ -40,10 +40,17 @@ class SSDPostProcessor(torch.nn.Module):
         self.max_per_class = max_per_class
         self.max_detections = max_detections
 
-    def forward(self, loc: torch.Tensor, conf: torch.Tensor, default_boxes: torch.Tensor, input_hw: tuple[int, int],
-                image_sizes: torch.Tensor | None = None, seg: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, loc: torch.Tensor | None, conf: torch.Tensor | None, default_boxes: torch.Tensor | None,
+                input_hw: tuple[int, int], image_sizes: torch.Tensor | None = None, seg: torch.Tensor | None = None,
+                *, batch_size: int | None = None) -> dict[str, torch.Tensor]:
         """``loc [B, N, 4]``, ``conf [B, N, C+1]``, ``default_boxes [N, 4]`` normalised,
-        ``input_hw`` the (padded) network input size, ``image_sizes [B, 2]`` to clip to."""
+        ``input_hw`` the (padded) network input size, ``image_sizes [B, 2]`` to clip to.
+        ``conf`` None (a segmentation-only model): no detections for the ``batch_size`` images."""
+        if conf is None:
+            empty = seg.new_zeros((0,))
+            out = pad_detections(empty.reshape(0, 4), empty, empty.long(), empty.long(), batch_size,
+                                 self.max_detections)
+            return self._add_mask(out, seg, input_hw)
         batch, _, num_outputs = conf.shape
         num_classes = num_outputs - 1
         height, width = input_hw
@@ -71,8 +78,12 @@ class SSDPostProcessor(torch.nn.Module):
         labels = torch.div(final, k, rounding_mode="floor") - image_index * num_classes
         out = pad_detections(picked.reshape(-1, 4)[final], flat_scores[final], labels, image_index, batch,
                              self.max_detections)
+        return self._add_mask(out, seg, input_hw)
+
+    @staticmethod
+    def _add_mask(out: dict[str, torch.Tensor], seg: torch.Tensor | None, input_hw: tuple[int, int]):
         if seg is not None:
-            logits = F.interpolate(seg.float(), size=(height, width), mode="bilinear", align_corners=False)
+            logits = F.interpolate(seg.float(), size=tuple(input_hw), mode="bilinear", align_corners=False)
             out["mask"] = logits.argmax(dim=1)
             out["mask_logits"] = seg.float()
         return out

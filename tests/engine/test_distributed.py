@@ -242,6 +242,36 @@ def test_blitznet_trains_under_ddp_with_images_lacking_masks(shared_data, tmp_pa
     assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(math.isfinite(r["seg_loss"]) for r in rows)
 
 
+@pytest.mark.parametrize("task", ["det", "seg"])
+def test_blitznet_single_task_trains_under_ddp_without_unused_parameters(shared_data, tmp_path, task):
+    """model.args.tasks=[det] or [seg]: the other head is not built, so DDP (which fails on
+    parameters without a gradient) trains it, and evaluation scores only the trained task."""
+    from scaledet.config import load_config
+
+    voc = shared_data / "voc2012_first100"
+    cfg = load_config(None, [
+        "model.name=blitznet_tiny", "model.num_classes=20", "model.image_size=96", "data.format=voc",
+        f"data.root={voc}", "data.train_split=Segmentation/train", "data.val_split=Segmentation/val",
+        "data.max_images=4", "eval.max_images=2", "data.augment=resize", "data.num_workers=0", "optim.optimizer=adam",
+        "optim.lr=0.001", "optim.schedule=constant", "train.total_steps=2", "train.checkpoint_every=2",
+        "train.log_every=1", "eval.metric=voc", "eval.batch_size=2",
+        f"train.keep_best={'mAP' if task == 'det' else 'mIoU'}", f"model.args={{tasks: [{task}]}}",
+    ])
+    save_config(cfg, tmp_path / "cfg.yaml")
+    code, output = _finish(_launch(tmp_path / "cfg.yaml", tmp_path / "run", per_process_batch=2))
+    assert code == 0, output[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["step"] == 2
+    other = "seg_head." if task == "det" else "det_head."
+    assert not any(k.startswith(other) for k in checkpoint["model"])
+    rows = _metrics(tmp_path / "run" / "metrics.csv")
+    trained = "seg_loss" if task == "seg" else "det_cls_loss"
+    untrained = "det_cls_loss" if task == "seg" else "seg_loss"
+    assert all(r[trained] > 0 and r[untrained] == 0 for r in rows)
+    scored = set(load_checkpoint(tmp_path / "run" / "best.pt")["best_stats"])
+    assert scored == ({"mAP"} if task == "det" else {"mIoU", "pixel_acc"})
+
+
 def test_voc_evaluation_in_two_processes_equals_one_process(shared_data, tmp_path):
     """`scaledet eval` of a BlitzNet under torchrun: each process scores its shard (3 and 2 of 5 VOC
     images), the records are gathered, and VOC mAP, per-class AP and mIoU are the single-process ones."""

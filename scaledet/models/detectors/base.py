@@ -28,6 +28,8 @@ class Detector(nn.Module):
     - ``input_spec`` (:class:`~scaledet.data.input_spec.InputSpec`): how images become input;
       ``pixel_mean``, ``pixel_std``, ``size_divisor`` and ``default_image_size`` read it;
     - ``num_classes``; ``has_mask`` (class attribute: ``postprocess`` also returns ``mask``);
+    - ``tasks``: what the model was built to do and is evaluated on, ``("det",)`` or with
+      ``"seg"`` when it has a mask (BlitzNet may be built for ``("seg",)`` alone);
     - ``model_name``: the registered name (``create_model`` sets it; else the class name);
     - ``class_names`` and ``label_to_category_id`` (label -> data set category id, e.g. COCO):
       ``None`` until set; checkpoints store both;
@@ -40,6 +42,10 @@ class Detector(nn.Module):
     # predict runs an eval-mode model through a cached BN-folded (channels-last on CPU) copy
     fuse_for_predict: bool = True
     num_classes: int
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return ("det", "seg") if self.has_mask else ("det",)
 
     def __init__(self, input_spec: InputSpec | None = None, *, num_classes: int | None = None,
                  criterion: Criterion | None = None, postprocessor: nn.Module | None = None,

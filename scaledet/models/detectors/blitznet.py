@@ -38,18 +38,28 @@ from scaledet.registry import register_model
 BLITZNET_MEAN, BLITZNET_STD = CAFFE_INPUT
 
 
-class BlitzNet(Detector):
-    has_mask = True  # the segmentation head's label map comes out as ``mask``
+TASKS = ("det", "seg")
 
-    def __init__(self, backbone: nn.Module, streams: BlitzStreams, det_head: SSDHead, seg_head: SegHead,
+
+class BlitzNet(Detector):
+    """``det_head`` or ``seg_head`` may be None (a detection-only or segmentation-only model): the
+    missing head is not built, its outputs and loss terms are absent, and ``postprocess`` returns
+    no detections / no mask for it."""
+
+    has_mask = True  # the segmentation head's label map comes out as ``mask`` (False without seg_head)
+
+    def __init__(self, backbone: nn.Module, streams: BlitzStreams, det_head: SSDHead | None, seg_head: SegHead | None,
                  default_boxes: DefaultBoxes, criterion: SSDCriterion, postprocessor: SSDPostProcessor, *,
                  num_classes: int, input_spec: InputSpec, class_names: list[str] | None = None):
         super().__init__(input_spec, num_classes=num_classes, criterion=criterion, postprocessor=postprocessor,
                          class_names=class_names)
+        if det_head is None and seg_head is None:
+            raise UsageError("BlitzNet needs a detection or a segmentation head (tasks: det, seg)")
         self.backbone = backbone
         self.streams = streams
         self.det_head = det_head
         self.seg_head = seg_head
+        self.has_mask = seg_head is not None
         self.default_boxes = default_boxes
         if len(streams.feature_info) != len(default_boxes.scales) - 1:
             raise UsageError(f"{len(streams.feature_info)} source maps but default boxes for "
@@ -59,10 +69,18 @@ class BlitzNet(Detector):
     def feature_info(self) -> list[FeatureInfo]:
         return self.streams.feature_info
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t for t, head in zip(TASKS, (self.det_head, self.seg_head)) if head is not None)
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         sources = self.streams(self.backbone(images))
-        loc, conf = self.det_head(sources)
-        return {"loc": loc, "conf": conf, "seg": self.seg_head(sources)}
+        outputs = {}
+        if self.det_head is not None:
+            outputs["loc"], outputs["conf"] = self.det_head(sources)
+        if self.seg_head is not None:
+            outputs["seg"] = self.seg_head(sources)
+        return outputs
 
     def input_size(self, image_sizes) -> tuple[int, int]:
         """The padded network input (h, w): the largest image (size_divisor is 1)."""
@@ -82,12 +100,16 @@ class BlitzNet(Detector):
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: list[dict], image_sizes=None) -> dict[str, torch.Tensor]:
         input_hw = self.input_size(image_sizes)
-        anchors = self.anchors(input_hw, outputs["conf"].device)
-        return self.criterion(outputs["loc"], outputs["conf"], outputs.get("seg"), anchors, targets, input_hw)
+        anchors = self.anchors(input_hw, next(iter(outputs.values())).device)
+        return self.criterion(outputs.get("loc"), outputs.get("conf"), outputs.get("seg"), anchors, targets, input_hw)
 
     def postprocess(self, outputs: dict[str, torch.Tensor], image_sizes=None) -> dict[str, torch.Tensor]:
         input_hw = self.input_size(image_sizes)
-        conf = outputs["conf"]
+        conf = outputs.get("conf")
+        if conf is None:  # segmentation only: no detections
+            seg = outputs["seg"]
+            sizes = None if image_sizes is None else self.image_sizes_tensor(image_sizes, seg).reshape(-1, 2)
+            return self.postprocessor(None, None, None, input_hw, sizes, seg, batch_size=seg.shape[0])
         anchors = self.anchors(input_hw, conf.device)
         if anchors.shape[0] != conf.shape[1]:
             raise UsageError(f"{conf.shape[1]} box predictions but {anchors.shape[0]} default boxes for input "
@@ -104,6 +126,7 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
                    neg_pos_ratio: float = 3.0, seg_weight: float = 1.0, score_threshold: float = 0.01,
                    pre_nms_topk: int = 400, nms_iou: float = 0.45, max_per_class: int | None = 50,
                    max_detections: int = 200, norm: NormLike = None, upsample: str = "bilinear",
+                   tasks: tuple[str, ...] = TASKS,
                    pixel_mean: tuple[float, float, float] = BLITZNET_MEAN,
                    pixel_std: tuple[float, float, float] = BLITZNET_STD,
                    class_names: list[str] | None = None) -> BlitzNet:
@@ -112,7 +135,12 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
     ``num_down_blocks`` None: 4 for inputs >= 512 (block5-8), else 3 (block5-7).
     ``anchor_scales`` None: the reference (smallest, min, max) for the number of source maps.
     ``upsample``: the up-stream resize, "bilinear" (PyTorch) or "tf_legacy" (the authors' TF1
-    arithmetic; converted TF checkpoints record it)."""
+    arithmetic; converted TF checkpoints record it).
+    ``tasks``: ("det", "seg"), ("det",) or ("seg",): the head of a task not listed is not built,
+    so nothing of it is trained, evaluated or left without a gradient under DDP."""
+    tasks = tuple(tasks)
+    if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(TASKS):
+        raise UsageError(f"tasks must be a non-empty list of {', '.join(TASKS)} without repeats, got {list(tasks)}")
     norm = norm_settings(norm, BLITZ_NORM)
     if num_down_blocks is None:
         num_down_blocks = 4 if image_size >= 512 else 3
@@ -121,8 +149,9 @@ def build_blitznet(backbone: nn.Module, *, num_classes: int, image_size: int, x4
                            upsample=upsample)
     sources = streams.feature_info
     boxes = DefaultBoxes.blitznet(len(sources), anchor_scales, aspect_ratios)
-    det_head = SSDHead(sources, num_classes + 1, boxes.boxes_per_location)
-    seg_head = SegHead(sources, num_classes + 1, base_channels=seg_channels, first_kernel=seg_kernel)
+    det_head = SSDHead(sources, num_classes + 1, boxes.boxes_per_location) if "det" in tasks else None
+    seg_head = (SegHead(sources, num_classes + 1, base_channels=seg_channels, first_kernel=seg_kernel)
+                if "seg" in tasks else None)
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))  # SSD variances 0.1 / 0.2
     criterion = SSDCriterion(num_classes, coder, IoUMatcher(match_iou, match_iou, "force_best_anchor"),
                              neg_pos_ratio=neg_pos_ratio, seg_weight=seg_weight)
