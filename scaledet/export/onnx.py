@@ -3,7 +3,8 @@
 Graph inputs: ``images float32 [B,3,H,W]`` (normalised and zero-padded at bottom/right, as
 ``collate`` makes them) and ``image_sizes int64 [B,2]`` (the valid ``(h, w)`` of each image).
 Outputs: ``boxes [B,K,4]``, ``scores [B,K]``, ``labels [B,K]`` (-1 = empty slot),
-``num_detections [B]`` and, for models that segment (``has_mask``), ``mask [B,H,W]``.
+``num_detections [B]`` and, for models that segment (``has_mask``), ``mask [B,H,W]`` and the
+head's low-resolution ``mask_logits [B,C+1,h,w]``.
 Everything the predictor needs (the model's input spec at the exported size, class names,
 label map) is stored in the file's ``metadata_props`` under ``scaledet.*`` keys, one key per
 input-spec field.
@@ -59,7 +60,9 @@ class DetectionGraph(nn.Module):
         self.model = model
 
     def output_names(self) -> tuple[str, ...]:
-        return DETECTION_OUTPUTS + (("mask",) if self.model.has_mask else ())
+        # mask_logits (the head's low-resolution logits) let predictors make the reference label
+        # map at the original image size (scaledet.data.prediction.unpack_detections)
+        return DETECTION_OUTPUTS + (("mask", "mask_logits") if self.model.has_mask else ())
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
         post = self.model.postprocess(self.model(images), image_sizes)
