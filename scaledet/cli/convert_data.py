@@ -20,10 +20,21 @@ Image i (in json order) goes to shard i % N; the JPEG bytes are copied, never re
 """
 
 
+_VOC_TO_TFRECORD_EXAMPLE = """\
+example:
+  scaledet convert-data voc-to-tfrecord --root VOCdevkit/VOC2012 \\
+      --split ImageSets/Segmentation/train_aug.txt --extra-masks-dir VOCdevkit/VOC2012/SegmentationClassAug \\
+      --output tfrecords/voc12-train-segmentation --shards 8
+
+Read them back with data.format = "tfrecord" and data.train_pattern = "tfrecords/voc12-train-segmentation-*";
+the authors' own records (voc12-train-segmentation, ...) are read the same way.
+"""
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert-data",
-        help="convert data sets (COCO -> TFRecord shards)",
+        help="convert data sets (COCO or VOC -> TFRecord shards)",
         description="Convert a data set into another on-disk format.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  scaledet convert-data coco-to-tfrecord --images DIR --annotations JSON "
@@ -46,6 +57,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="also write image/object/mask (one PNG per object, from the segmentations)")
     coco.set_defaults(func=run_coco_to_tfrecord)
 
+    voc = kinds.add_parser(
+        "voc-to-tfrecord", help="VOC folder -> TFRecord shards in the BlitzNet authors' layout",
+        description="Write a VOC split as TFRecords of tf.train.Example in the layout the BlitzNet authors' code "
+                    "writes and reads (boxes, class 1..20, image/object/difficulty, image/segmentation/encoded). "
+                    "Shards are written under temporary names and renamed when complete.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_VOC_TO_TFRECORD_EXAMPLE)
+    add_common_arguments(voc)
+    voc.add_argument("--root", required=True, metavar="DIR", help="the VOC20xx folder")
+    voc.add_argument("--split", default="Segmentation/train", metavar="SPLIT",
+                     help="ImageSets list: a name (Segmentation/train) or a .txt file (default: Segmentation/train)")
+    voc.add_argument("--extra-masks-dir", default=None, metavar="DIR",
+                     help="SBD masks (SegmentationClassAug) for images without an official one")
+    voc.add_argument("--output", required=True, metavar="PREFIX",
+                     help="shard path prefix; shards are PREFIX-0000k-of-0000N.tfrecord")
+    voc.add_argument("--shards", type=int, default=1, metavar="N", help="number of shards (default: 1)")
+    voc.set_defaults(func=run_voc_to_tfrecord)
+
 
 def run_coco_to_tfrecord(args: argparse.Namespace) -> int:
     from scaledet.data.tfrecord import write_coco_tfrecords
@@ -56,5 +84,18 @@ def run_coco_to_tfrecord(args: argparse.Namespace) -> int:
                                  include_masks=args.include_masks)
     total = sum(p.stat().st_size for p in paths)
     print(f"wrote {len(paths)} shards ({total / 2**20:.1f} MiB): {paths[0]}"
+          + (f" ... {paths[-1]}" if len(paths) > 1 else ""), file=sys.stdout)
+    return 0
+
+
+def run_voc_to_tfrecord(args: argparse.Namespace) -> int:
+    from scaledet.data.tfrecord_voc import write_voc_tfrecords
+    from scaledet.data.voc import VOCDetection
+
+    if args.shards < 1:
+        raise UsageError(f"--shards must be at least 1, got {args.shards}")
+    dataset = VOCDetection(args.root, split=args.split, extra_masks_dir=args.extra_masks_dir)
+    paths = write_voc_tfrecords(dataset, args.output, args.shards)
+    print(f"wrote {len(dataset)} images ({dataset.num_masked} with masks) into {len(paths)} shards: {paths[0]}"
           + (f" ... {paths[-1]}" if len(paths) > 1 else ""), file=sys.stdout)
     return 0

@@ -5,6 +5,12 @@ These are the ``train-*`` / ``val-*`` shards the SpineNet TPU code trains on: on
 and per-object ``bbox/xmin|ymin|xmax|ymax`` normalised to [0, 1], ``class/label`` (COCO
 category ids), ``class/text``, ``is_crowd``, ``area`` and optionally ``mask`` (one PNG per object).
 
+The BlitzNet authors' VOC records (docs/reference/BLITZNET.md §3.2) are read too: the same image and
+box keys, ``class/label`` = VOC class index 1..20 (0 is the background), no ``class/text`` or
+``source_id``, plus ``image/object/difficulty`` (0/1 per object) and ``image/segmentation/encoded``
+(one single-channel PNG of class indices, 255 = void). Records holding either key are read in that
+layout (:mod:`scaledet.data.tfrecord_voc` writes it).
+
 What the ``tfrecord`` package gives us and what it lacks:
 
 * its ``TFRecordWriter`` does the framing (length, masked crc32c of the length, data, masked
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
 
+# Keys only the BlitzNet authors' VOC/COCO records have.
+BLITZNET_KEYS = {"image/segmentation/encoded", "image/object/difficulty"}
 _HEADER = struct.Struct("<QI")  # record length, masked crc32c of those 8 length bytes
 _CRC = struct.Struct("<I")
 
@@ -284,6 +292,13 @@ class TFRecordDetection(RawThenTransform):
                        if Path(p).is_file() and not p.endswith(".tfindex")]
         if not self.shards:
             raise TFRecordError(f"{self.pattern}: no TFRecord shards match this pattern")
+        self.layout = self._layout(self.shards[0])
+        if self.layout == "blitznet" and label_to_category_id is None:
+            from scaledet.data.voc_files import VOC_CLASSES
+
+            # VOC class indices 1..20 (0 = background in the authors' code)
+            label_to_category_id = list(range(1, len(VOC_CLASSES) + 1))
+            class_names = list(VOC_CLASSES) if class_names is None else class_names
         scanned_names: dict[int, str] = {}
         shard_of: list[np.ndarray] = []
         offsets: list[np.ndarray] = []
@@ -312,6 +327,14 @@ class TFRecordDetection(RawThenTransform):
             self.class_names = [str(n) for n in class_names]
         else:
             self.class_names = [scanned_names.get(cid) or str(cid) for cid in self.label_to_category_id]
+
+    @staticmethod
+    def _layout(shard: Path) -> str:
+        """"blitznet" when the first record has the BlitzNet keys, else "od_api"."""
+        for offset, data in iter_records(shard):
+            feature = _parse(data, shard, offset).features.feature
+            return "blitznet" if BLITZNET_KEYS & set(feature.keys()) else "od_api"
+        return "od_api"
 
     @staticmethod
     def _scan(shard: Path, names: dict[int, str]) -> list[int]:
@@ -388,6 +411,8 @@ class TFRecordDetection(RawThenTransform):
             raise ImageError(f"{where} ({file_name}): decoded size {height}x{width} (HxW, after EXIF "
                              f"rotation) differs from image/height x image/width {stored[0][0]}x{stored[1][0]}")
         source_id = (_bytes(feature, "image/source_id") or [b""])[0].decode("utf-8", "replace")
+        # no source_id in the BlitzNet layout: VOC names as VOCDetection numbers them (2007_000032 -> 2007000032)
+        source_id = source_id or Path(file_name).stem.replace("_", "")
         target: dict[str, Any] = {
             **self._objects(feature, where, height, width),
             "image_id": int(source_id) if source_id.strip().lstrip("-").isdigit() else int(index) % len(self),
@@ -395,9 +420,30 @@ class TFRecordDetection(RawThenTransform):
             "orig_size": (height, width),
             "scale": (1.0, 1.0),
         }
-        if self.with_masks:
+        if "image/object/difficulty" in feature:
+            difficult = _ints(feature, "image/object/difficulty")
+            if len(difficult) != len(target["labels"]):
+                raise TFRecordError(f"{where}: {len(difficult)} difficulty flags for {len(target['labels'])} objects")
+            target["difficult"] = torch.tensor(difficult, dtype=torch.int64).bool()
+        class_map = _bytes(feature, "image/segmentation/encoded")
+        if class_map and class_map[0]:
+            target["mask"] = self._class_map(class_map[0], height, width, where)
+        elif self.layout == "blitznet":  # no mask: every pixel ignored, as VOCDetection does
+            target["mask"] = torch.full((height, width), 255, dtype=torch.int64)
+        elif self.with_masks:
             target["mask"] = self._semantic_mask(feature, target, where)
         return image, target
+
+    @staticmethod
+    def _class_map(png: bytes, height: int, width: int, where: str) -> torch.Tensor:
+        try:
+            with Image.open(io.BytesIO(png)) as image:
+                values = np.asarray(image if image.mode in ("L", "P") else image.convert("L"))
+        except OSError as err:
+            raise TFRecordError(f"{where}: image/segmentation/encoded is not a readable image ({err})") from None
+        if values.shape != (height, width):
+            raise TFRecordError(f"{where}: segmentation is {values.shape[0]}x{values.shape[1]}, image {height}x{width}")
+        return torch.from_numpy(values.astype(np.int64))
 
     @staticmethod
     def _semantic_mask(feature: Any, target: dict, where: str) -> torch.Tensor:
