@@ -2,7 +2,7 @@
 ``resnet_v1_50`` ImageNet checkpoint it starts from, mapped onto scaledet's BlitzNet.
 
 The mapping is derived from the scaledet model's structure, walked in the TF code's scopes
-(docs/reference/BLITZNET.md §4, variable names as in ``shared/data/blitznet_tf_ref``):
+(docs/reference/BLITZNET.md §8.1-8.2, variable names as in ``shared/data/blitznet_tf_ref``):
 
 * trunk ``resnet_v1_50/conv1`` and ``resnet_v1_50/block<b>/unit_<u>/bottleneck_v1/{shortcut,conv1,
   conv2,conv3}``, each ``weights`` + ``BatchNorm/{gamma,beta,moving_mean,moving_variance}``;

@@ -1,4 +1,4 @@
-"""Bilinear resizing under the two conventions scaledet meets (docs/reference/BLITZNET.md §1.4).
+"""Bilinear resizing under the two conventions scaledet meets (docs/reference/BLITZNET.md §1.4, §8.2).
 
 ``"bilinear"`` is PyTorch's ``F.interpolate(mode="bilinear", align_corners=False)`` (half-pixel
 centres). ``"tf_legacy"`` is TF1's ``resize_bilinear`` with ``align_corners=False`` and

@@ -5,7 +5,7 @@ These are the ``train-*`` / ``val-*`` shards the SpineNet TPU code trains on: on
 and per-object ``bbox/xmin|ymin|xmax|ymax`` normalised to [0, 1], ``class/label`` (COCO
 category ids), ``class/text``, ``is_crowd``, ``area`` and optionally ``mask`` (one PNG per object).
 
-The BlitzNet authors' VOC records (docs/reference/BLITZNET.md §3.2) are read too: the same image and
+The BlitzNet authors' VOC records (docs/reference/BLITZNET.md §8.3) are read too: the same image and
 box keys, ``class/label`` = VOC class index 1..20 (0 is the background), no ``class/text`` or
 ``source_id``, plus ``image/object/difficulty`` (0/1 per object) and ``image/segmentation/encoded``
 (one single-channel PNG of class indices, 255 = void). Records holding either key are read in that

@@ -1,4 +1,4 @@
-"""VOC as TFRecords in the BlitzNet authors' layout (docs/reference/BLITZNET.md §3.2), which
+"""VOC as TFRecords in the BlitzNet authors' layout (docs/reference/BLITZNET.md §8.3), which
 :class:`scaledet.data.tfrecord.TFRecordDetection` reads back.
 
 One ``tf.train.Example`` per image: ``image/encoded`` (the JPEG file's bytes, not re-encoded),

@@ -90,12 +90,12 @@ ZOO: dict[str, ZooEntry] = {
     "blitznet300_r50": ZooEntry(
         Published("78.5 mAP", "VOC07 test, trained on VOC07+12",
                   "BlitzNet paper via a third-party table (docs/reference/BLITZNET.md §4.1)"),
-        recipe="blitznet300_r50_voc", release="the dvornikita/blitznet README, TF1",
+        recipe="blitznet300_r50_voc", release="the dvornikita/blitznet README, TF1", convert="tf-blitznet",
         note="the recipe's target, joint training on VOC12: 80.0 mAP / 72.8 mIoU on VOC12 val "
              "(docs/reference/BLITZNET.md §4.1)"),
     "blitznet512_r50": ZooEntry(
         Published("80.7 mAP", "VOC07 test, trained on VOC07+12",
                   "BlitzNet paper via a third-party table (docs/reference/BLITZNET.md §4.1)"),
-        release="the dvornikita/blitznet README, TF1"),
+        release="the dvornikita/blitznet README, TF1", convert="tf-blitznet"),
     "blitznet_tiny": ZooEntry(note="one narrow unit per trunk stage, for CPU tests"),
 }
