@@ -304,4 +304,6 @@ def check_model_arguments(model: ModelConfig) -> None:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    from scaledet.utils.atomic import write_yaml
+
+    write_yaml(path, config.to_dict())

@@ -49,3 +49,12 @@ class ExportError(ScaledetError, RuntimeError):
 
 class TrainingError(ScaledetError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); what was saved is kept."""
+
+
+class OutputError(ScaledetError, OSError):
+    """An output cannot be written where asked: it would replace something the user has, the
+    folder belongs to another run, or the file system refused the write."""
+
+
+class DiskFullError(OutputError):
+    """The device ran out of space while writing; the previous file at that path is intact."""

@@ -1,7 +1,6 @@
 """``scaledet demo``: the whole pipeline on a generated data set, in minutes, on a laptop CPU."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -61,13 +60,15 @@ def run(args) -> int:
     from scaledet.engine.trainer import Trainer
     from scaledet.eval.coco import format_coco_table
     from scaledet.eval.plots import write_evaluation_plots
+    from scaledet.utils.atomic import write_json
 
     start = time.perf_counter()
     output = Path(args.output)
     cfg = demo_config(output, args.overrides)
     print(f"scaledet demo: {cfg.model.name} on {cfg.data.synthetic_train} generated images "
           f"({cfg.data.synthetic_image_size}px), {cfg.train.total_steps} steps of batch {cfg.train.batch_size}")
-    trainer = Trainer(cfg, output / "run", device=args.device)
+    # the demo regenerates everything under its own folder: a rerun replaces the previous demo run
+    trainer = Trainer(cfg, output / "run", device=args.device, overwrite=True)
     result = trainer.fit()
     stats = result["final"]
     print("\nCOCO evaluation on the synthetic validation split:")
@@ -82,7 +83,7 @@ def run(args) -> int:
                                   progress=False)
     elapsed = time.perf_counter() - start
     summary = {"AP": stats["AP"], "AP50": stats["AP50"], "seconds": round(elapsed, 1), "steps": result["step"]}
-    (output / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(output / "summary.json", summary)
     print(f"\nDone in {elapsed / 60:.1f} min: AP50 {stats['AP50']:.3f}, AP {stats['AP']:.3f}.")
     print(f"  checkpoint   {output / 'run' / 'last.pt'}")
     print(f"  logs         {output / 'run' / 'metrics.csv'} and {output / 'run' / 'tensorboard'}")

@@ -1,9 +1,7 @@
 """Checkpoints: written atomically (temp file, fsync, rename), read with ``weights_only=True``."""
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,33 +9,46 @@ import numpy as np
 import torch
 
 from scaledet.errors import CheckpointError
+from scaledet.utils.atomic import atomic_open
 
-__all__ = ["FORMAT", "CheckpointError", "save_atomic", "load_checkpoint", "capture_rng", "restore_rng"]
+__all__ = ["FORMAT", "CheckpointError", "save_atomic", "nonfinite_entries", "load_checkpoint", "capture_rng", "restore_rng"]
 
 FORMAT = "scaledet-checkpoint-v1"
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
-    """Never leaves a half-written file at ``path``: a kill mid-save keeps the previous one."""
+    """Never leaves a half-written file at ``path``: a kill or a full disk mid-save keeps the
+    previous one (scaledet/utils/atomic.py). A payload holding a non-finite floating tensor is
+    refused, so no checkpoint ever carries NaN/inf weights or statistics."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    bad = nonfinite_entries(payload)
+    if bad:
+        raise CheckpointError(f"{path}: not saved: non-finite values in {', '.join(bad[:3])}"
+                              + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
     return path
+
+
+def nonfinite_entries(payload: Any, prefix: str = "") -> list[str]:
+    """Names of the floating tensors in a (nested) checkpoint payload holding NaN or inf.
+    Optimizer state is included: a NaN momentum buffer would poison the weights after resume."""
+    if isinstance(payload, torch.Tensor):
+        if payload.is_floating_point() and payload.numel() and not bool(torch.isfinite(payload).all()):
+            return [prefix or "tensor"]
+        return []
+    if isinstance(payload, dict):
+        items = payload.items()
+    elif isinstance(payload, (list, tuple)):
+        items = enumerate(payload)
+    else:
+        return []
+    found: list[str] = []
+    for key, value in items:
+        if key == "rng":  # random-number states are bit patterns, not numbers
+            continue
+        found += nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

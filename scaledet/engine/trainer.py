@@ -2,8 +2,10 @@
 periodic evaluation with keep-best, atomic checkpoints and exact resume."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
+import io
 import logging
 import math
 import os
@@ -23,6 +25,7 @@ from scaledet.config import Config, check_model_arguments, save_config
 from scaledet.data.collate import build_loader
 from scaledet.data.factory import build_datasets
 from scaledet.engine import checkpoint as ckpt
+from scaledet.engine.run_folder import Resume, RunLock, claim_run_folder, write_marker
 from scaledet.engine.distributed import (
     DistInfo, all_reduce_sum, barrier, convert_sync_batchnorm, gather_objects, init_distributed, resolve_device,
     restart_count,
@@ -31,10 +34,11 @@ from scaledet.engine.evaluate import select_validation_images
 from scaledet.engine.sampling import ResumableSampler, SeededAugmentation
 from scaledet.engine.schedules import learning_rate
 from scaledet.eval.base import EvalResult
-from scaledet.errors import CheckpointError, TrainingError, UsageError
+from scaledet.errors import CheckpointError, DataError, TrainingError, UsageError
 from scaledet.models.detectors.base import Detector
 from scaledet.models.weights import BACKBONE_WEIGHT_ARGS
 from scaledet.registry import builder_arguments, create_model
+from scaledet.utils.atomic import remove_stale_temps, write_csv
 
 log = logging.getLogger("scaledet.train")
 
@@ -150,11 +154,14 @@ def _with_fast_kernels(optimizer_class, groups: list[dict], **kwargs) -> torch.o
 
 
 class Trainer:
-    def __init__(self, cfg: Config, output_dir: str | Path, *, resume: bool = False, device: str = "auto",
-                 progress: bool = True, fail_at_step: int | None = None, dist_timeout_s: float | None = None):
+    def __init__(self, cfg: Config, output_dir: str | Path, *, resume: Resume = False, overwrite: bool = False,
+                 device: str = "auto", progress: bool = True, fail_at_step: int | None = None,
+                 dist_timeout_s: float | None = None, check_data: bool = False):
         self.cfg = cfg
+        self.check_data = check_data
         self.output_dir = Path(output_dir)
-        self.resume = resume
+        self.resume: Resume = resume
+        self.overwrite = overwrite
         self.device = resolve_device(device)
         self.progress = progress
         self.info: DistInfo = init_distributed(self.device, dist_timeout_s)
@@ -162,10 +169,13 @@ class Trainer:
         # fault injection for tests of restarts: the argument, else the environment
         self.fail_at_step = fail_at_step if fail_at_step is not None else env_step
         if restart_count() > 0 and not resume:
-            # torchrun restarted the workers after a failure: carry on from the last checkpoint.
-            self.resume = True
+            # torchrun restarted the workers after a failure: carry on from the last checkpoint,
+            # or start again when the failure came before the first one.
+            self.resume = "auto"
         self.history: list[dict[str, float]] = []
         self.last_evaluation: EvalResult | None = None
+        self._lock: RunLock | None = None
+        self._stop_signal: int | None = None  # SIGINT/SIGTERM received: save at the next step boundary
         self._tb = None  # TensorBoard writer, made by _writers on the main process
 
     # ------------------------------------------------------------------ set-up
@@ -177,6 +187,10 @@ class Trainer:
         if self.info.is_main:  # e.g. how many VOC training images have a segmentation mask
             log.info("training data: %r", self.bundle.train)
         select_validation_images(cfg.eval, self.bundle)
+        if self.check_data:
+            check_dataset_images(self.bundle.train, "training")
+            if self.bundle.val is not None:
+                check_dataset_images(self.bundle.val, "validation")
         num_classes = cfg.model.num_classes or len(self.bundle.class_names)
         model = build_model_from_config(cfg, num_classes, self.bundle.class_names, self.bundle.label_to_category_id)
         self.image_size = model.default_image_size
@@ -281,7 +295,7 @@ class Trainer:
         if not keep or not self.info.is_main:
             return
         target = self.output_dir / f"step_{self.step:08d}.pt"
-        temporary = self.output_dir / f".{target.name}.link.tmp"  # removed with the other stale temps
+        temporary = self.output_dir / f".{target.name}.link.scaledet.tmp"  # removed with the other stale temps
         temporary.unlink(missing_ok=True)
         try:
             os.link(self.output_dir / "last.pt", temporary)  # the same bytes, no second write
@@ -293,8 +307,17 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        stored = state.get("model_name")
+        if stored and stored != self.cfg.model.name:
+            raise CheckpointError(f"{path}: holds a {stored} model, but the config trains {self.cfg.model.name}; "
+                                  f"resume with that run's config or train into another --output")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{path}: does not fit the model of this config ({self.cfg.model.name} with "
+                                  f"model.args {dict(self.cfg.model.args)}): {str(err).strip().splitlines()[0]}") \
+                from err
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.module.load_state_dict(state["ema"])
@@ -340,13 +363,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
+        self._claim_output()
+        try:
+            with _stop_on_signals(self):
+                return self._fit()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _claim_output(self) -> None:
+        """Before anything is read or written: the folder is ours (see engine/run_folder.py)."""
+        if self.info.is_main:
+            self._lock = RunLock(self.output_dir)
+            self.resume = claim_run_folder(self.output_dir, resume=self.resume, overwrite=self.overwrite)
+        else:  # rank 0 decides and reports; the others only need to know whether to load
+            self.resume = bool(self.resume) and (self.output_dir / "last.pt").is_file()
+
+    def _fit(self) -> dict[str, Any]:
         self._setup()
         cfg = self.cfg
         if self.info.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.output_dir / "config.yaml")
-            for stale in self.output_dir.glob(".*.pt.*.tmp"):  # left by a process killed mid-save
-                stale.unlink(missing_ok=True)
+            write_marker(self.output_dir, cfg.model.name)
+            remove_stale_temps(self.output_dir)  # left by a process killed mid-write
         writer = self._writers()
         self.model.train()
         loader_iter = iter(self._loader())
@@ -389,8 +428,13 @@ class Trainer:
                 self._log_eval(stats, writer)
                 self._draw_curves()
                 self._maybe_keep_best(stats)
-            if self.step % cfg.train.checkpoint_every == 0:
+            if self.step % cfg.train.checkpoint_every == 0 or self._should_stop():
                 self._save_last()
+            if self._stop_signal is not None:
+                bar.close()
+                log.warning("stopped by signal %d: saved %s at step %d; continue with --resume",
+                            self._stop_signal, self.output_dir / "last.pt", self.step)
+                raise _Interrupted(self._stop_signal)
         bar.close()
         stats = self.evaluate()
         self._log_eval(stats, writer)
@@ -404,6 +448,10 @@ class Trainer:
     def _optimizer_step(self, loader_iter) -> tuple[dict[str, torch.Tensor], bool]:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
+        # The forward pass updates BatchNorm running statistics and draws random numbers
+        # (stochastic depth) before the loss can be checked: keep both, to put back on a skip.
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        rng = torch.get_rng_state()
         totals: dict[str, torch.Tensor] = {}
         finite = torch.ones((), device=self.device)
         for micro in range(cfg.train.accumulate):
@@ -423,14 +471,23 @@ class Trainer:
                 self.scaler.scale(torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)).backward()
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0) + v.detach().float() / cfg.train.accumulate
+        if not self.scaler.is_enabled():
+            # a finite loss can still give inf gradients; the fp16 scaler skips those itself.
+            # Gradients are identical on every rank after DDP's all-reduce, so this agrees too.
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip or math.inf)
+            finite = finite * torch.isfinite(norm).float()
         # every rank must agree to skip, or DDP collectives would diverge
         all_finite = bool(all_reduce_sum(finite, self.info).item() == self.info.world)
         if not all_finite:
             self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, kept in zip(self.model.buffers(), buffers):
+                    buffer.copy_(kept)
+            torch.set_rng_state(rng)
             return totals, False
         if self.info.enabled:
             totals = self._reduce_for_logging(totals)
-        if cfg.optim.grad_clip > 0:
+        if cfg.optim.grad_clip > 0 and self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
@@ -438,6 +495,15 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return totals, True
+
+    def _should_stop(self) -> bool:
+        """Whether a signal asked to stop; under DDP every rank stops at the same step."""
+        if self.info.enabled:
+            flag = torch.tensor(float(self._stop_signal or 0), device=self.device)
+            signum = int(all_reduce_sum(flag, self.info).item())
+            if signum and self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM
+        return self._stop_signal is not None
 
     def _reduce_for_logging(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses averaged over processes (the global batch's loss), counts summed."""
@@ -450,6 +516,9 @@ class Trainer:
         if not self.info.is_main:
             return lambda record: None
         csv_path = self.output_dir / "metrics.csv"
+        # rows after the checkpoint's step were logged by the run that was interrupted: redone now
+        truncate_log(csv_path, self.step)
+        truncate_log(self.output_dir / "eval.csv", self.step)
         tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -460,12 +529,7 @@ class Trainer:
         self._tb = tb
 
         def write(record: dict[str, float]) -> None:
-            new = not csv_path.exists()
-            with csv_path.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(record))
-                if new:
-                    w.writeheader()
-                w.writerow(record)
+            append_log(csv_path, record)
             if tb is not None:
                 for k, v in record.items():
                     if k != "step":
@@ -477,13 +541,7 @@ class Trainer:
     def _log_eval(self, stats: dict[str, float] | None, writer) -> None:
         if not stats or not self.info.is_main:
             return
-        path = self.output_dir / "eval.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", *stats])
-            if new:
-                w.writeheader()
-            w.writerow({"step": self.step, **stats})
+        append_log(self.output_dir / "eval.csv", {"step": self.step, **stats})
         if self._tb is not None:
             for k, v in stats.items():
                 self._tb.add_scalar(f"eval/{k}", v, self.step)
@@ -499,6 +557,89 @@ class Trainer:
             plot_training_curves(self.output_dir)
         except Exception as err:  # noqa: BLE001 - reported, training goes on
             warnings.warn(f"{self.output_dir / 'curves.png'}: not drawn ({type(err).__name__}: {err})")
+
+
+def check_dataset_images(dataset, split: str) -> None:
+    """Read every item once (decode + annotations, before transforms are set), so a bad file fails
+    before step 1 instead of hours in; all failures are listed, not only the first."""
+    failures = []
+    for index in tqdm(range(len(dataset)), desc=f"check {split} data", dynamic_ncols=True, leave=False):
+        try:
+            dataset[index]
+        except DataError as err:
+            failures.append(str(err).splitlines()[0])
+    if failures:
+        shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
+        raise DataError(f"--check-data: {len(failures)} of {len(dataset)} {split} items cannot be read: {shown}")
+    log.info("--check-data: all %d %s items read", len(dataset), split)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the complete rows of a metrics CSV up to ``step`` (rewritten atomically)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        rows = [row for row in reader if _row_step(row) is not None and _row_step(row) <= step
+                and None not in row.values()]
+    write_csv(path, fields, rows)
+
+
+def _row_step(row: dict) -> int | None:
+    try:
+        return int(float(row.get("step") or ""))
+    except ValueError:
+        return None
+
+
+def append_log(path: Path, record: dict[str, Any]) -> None:
+    """One row, in one write: a kill leaves at most a partial last row, which the next resume's
+    ``truncate_log`` drops (rewriting the whole table at every log step would grow quadratically)."""
+    new = not path.exists()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(record))
+    if new:
+        writer.writeheader()
+    writer.writerow(record)
+    with path.open("a", newline="") as f:
+        f.write(buffer.getvalue())
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: "Trainer"):
+    """SIGINT/SIGTERM only set a flag; the loop saves ``last.pt`` at the next step boundary and
+    then the signal is re-raised with the previous handlers, so the process ends as it would
+    have (Ctrl-C: KeyboardInterrupt, exit 130; SIGTERM: killed, exit 143)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def request_stop(signum, frame):
+        if trainer._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
+            raise KeyboardInterrupt
+        trainer._stop_signal = signum
+        log.warning("signal %d: saving a checkpoint at the end of this step, then stopping", signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Interrupted as stop:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        previous = {}
+        signal.raise_signal(stop.signum)
+        raise KeyboardInterrupt from None  # a handler that returned: still stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _nullcontext:
