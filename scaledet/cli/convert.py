@@ -6,6 +6,7 @@ from pathlib import Path
 
 from scaledet.cli import convert_tf_blitznet
 from scaledet.errors import DataError
+from scaledet.utils.atomic import check_writable
 
 EXAMPLE = """\
 example:
@@ -104,21 +105,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_torchvision_retinanet(args: argparse.Namespace) -> int:
-    import torch
-
+    from scaledet.engine.checkpoint import save_atomic
     from scaledet.models.convert import torchvision_retinanet_checkpoint
     from scaledet.models.weights import load_state_dict_file
 
-    if args.output.exists() and not args.force:
-        raise FileExistsError(f"{args.output}: already exists (use --force to overwrite)")
+    check_writable(args.output, args.force, "checkpoint", option="--force")
     state = load_state_dict_file(args.input)
     try:
         checkpoint = torchvision_retinanet_checkpoint(state, backbone_bn_eps=args.backbone_bn_eps)
     except (ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{args.input}: not a torchvision retinanet_resnet50_fpn state dict: {first}") from err
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, args.output)
+    save_atomic(checkpoint, args.output)
     print(f"wrote {args.output}: retinanet_resnet50_fpn, {checkpoint['model_args']['num_classes']} classes, "
           f"{len(checkpoint['model'])} tensors")
     return 0

@@ -53,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     coco.add_argument("--output", required=True, metavar="PREFIX",
                       help="shard path prefix; shards are PREFIX-0000k-of-0000N.tfrecord")
     coco.add_argument("--shards", type=int, default=1, metavar="N", help="number of shards (default: 1)")
+    coco.add_argument("--overwrite", action="store_true",
+                      help="replace existing shards with this prefix (removed only once the new ones are complete)")
     coco.add_argument("--include-masks", action="store_true",
                       help="also write image/object/mask (one PNG per object, from the segmentations)")
     coco.set_defaults(func=run_coco_to_tfrecord)
@@ -81,7 +83,7 @@ def run_coco_to_tfrecord(args: argparse.Namespace) -> int:
     if args.shards < 1:
         raise UsageError(f"--shards must be at least 1, got {args.shards}")
     paths = write_coco_tfrecords(args.images, args.annotations, args.output, args.shards,
-                                 include_masks=args.include_masks)
+                                 include_masks=args.include_masks, overwrite=args.overwrite)
     total = sum(p.stat().st_size for p in paths)
     print(f"wrote {len(paths)} shards ({total / 2**20:.1f} MiB): {paths[0]}"
           + (f" ... {paths[-1]}" if len(paths) > 1 else ""), file=sys.stdout)

@@ -80,7 +80,7 @@ def run(args) -> int:
     model = trainer.ema.module if trainer.ema is not None else trainer.model
     model.eval()
     pred_path = write_predictions(model, images, output / "predictions", score_threshold=0.4, batch_size=8,
-                                  progress=False)
+                                  progress=False, overwrite=True)
     elapsed = time.perf_counter() - start
     summary = {"AP": stats["AP"], "AP50": stats["AP50"], "seconds": round(elapsed, 1), "steps": result["step"]}
     write_json(output / "summary.json", summary)

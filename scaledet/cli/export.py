@@ -1,6 +1,8 @@
 """``scaledet export``: a checkpoint (or an untrained registered model) to one ONNX file."""
 from __future__ import annotations
 
+import math
+
 from scaledet.cli.common import new_parser
 from scaledet.errors import UsageError
 
@@ -32,6 +34,8 @@ def add_parser(subparsers) -> None:
                    help="post-processing score threshold baked into the graph (default: the model's)")
     p.add_argument("--no-fuse-bn", dest="fuse_bn", action="store_false",
                    help="keep BatchNorm as separate nodes (default: folded into the convolutions)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (only once the new file "
+                                                            "is complete and checked)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the ONNX Runtime vs PyTorch check after export")
     q = p.add_argument_group("int8 (static quantisation with ONNX Runtime, QDQ; NMS stays fp32)")
@@ -62,8 +66,14 @@ def load_model(args):
 
 
 def run(args) -> int:
-    from scaledet.export.onnx import check_export_options, export_onnx
+    from pathlib import Path
 
+    from scaledet.export.onnx import check_export_options, export_onnx
+    from scaledet.utils.atomic import check_writable
+
+    check_writable(Path(args.output), args.overwrite, "ONNX file")
+    if args.score_threshold is not None and not math.isfinite(args.score_threshold):
+        raise UsageError(f"--score-threshold must be a finite number, got {args.score_threshold}")
     model = load_model(args)
     image_size = args.image_size or model.default_image_size
     check_export_options(model, image_size, args.batch_size, args.opset)  # fail before the slow part

@@ -29,6 +29,8 @@ def add_parser(subparsers) -> None:
                         "`scaledet eval` scores it)")
     p.add_argument("--image-size", type=int, default=None, help="network input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files already in OUTPUT (never the input images themselves)")
     p.add_argument("--no-optimize", action="store_true",
                    help="torch backend: keep BatchNorm unfolded and the default memory format")
     add_device_argument(p)
@@ -36,10 +38,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from scaledet.engine.prediction_io import collect_images, predictor_for, write_coco_results, write_predictions
+    import math
+    import sys
+
+    from scaledet.engine.prediction_io import (collect_images, failed_images, predictor_for, write_coco_results,
+                                               write_predictions)
 
     if args.annotations and args.format != "coco":
         raise UsageError("--annotations applies to --format coco")
+    if args.score_threshold is not None and not math.isfinite(args.score_threshold):
+        raise UsageError(f"--score-threshold must be a finite number, got {args.score_threshold}")
     images = collect_images(args.inputs)
     predictor = predictor_for(args.backend, checkpoint=args.checkpoint, onnx_model=args.model, device=args.device,
                               optimize=not args.no_optimize)
@@ -51,6 +59,12 @@ def run(args) -> int:
         return 0
     path = write_predictions(predictor, images, args.output,
                              score_threshold=0.3 if args.score_threshold is None else args.score_threshold,
-                             image_size=args.image_size, batch_size=args.batch_size)
-    print(f"wrote detections for {len(images)} images to {path} and drawings to {path.parent}")
-    return 0
+                             image_size=args.image_size, batch_size=args.batch_size, overwrite=args.overwrite)
+    failed = failed_images(path)
+    print(f"wrote detections for {len(images) - len(failed)} images to {path} and drawings to {path.parent}")
+    for line in failed:
+        print(f"scaledet predict: error: {line}", file=sys.stderr)
+    if failed:
+        print(f"scaledet predict: {len(failed)} of {len(images)} images could not be used (listed in {path})",
+              file=sys.stderr)
+    return 1 if failed else 0

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from scaledet.errors import UsageError
+from scaledet.utils.atomic import write_json
 
 __all__ = ["SHAPE_NAMES", "SyntheticSpec", "SyntheticPaths", "make_synthetic_coco", "render_image"]
 
@@ -215,9 +216,7 @@ def make_synthetic_coco(out_dir: str | Path, *, num_train: int = 256, num_val: i
     for split, index, count, json_path in (("train", 0, num_train, paths.train_json),
                                            ("val", 1, num_val, paths.val_json)):
         data = _write_split(root, split, index, count, image_size, seed, spec, info)
-        tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(json_path)  # the json appears last, so a half-written folder is never reused
+        write_json(json_path, data, indent=None)  # the json appears last: a half-written folder is never reused
     return paths
 
 

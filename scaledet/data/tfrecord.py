@@ -22,10 +22,12 @@ What the ``tfrecord`` package gives us and what it lacks:
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import logging
 import math
+import os
 import struct
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -39,7 +41,8 @@ from tfrecord.writer import TFRecordWriter
 from scaledet.data.coco import AnnotationError, CocoDetection, read_coco_json
 from scaledet.data.images import ImageError, pil_to_rgb
 from scaledet.data.base import RawThenTransform
-from scaledet.errors import DataError, UsageError
+from scaledet.errors import DataError, OutputError, UsageError
+from scaledet.utils.atomic import atomic_path
 
 __all__ = ["TFRecordDetection", "TFRecordError", "category_table_from_coco_json", "decode_image_bytes",
            "write_coco_tfrecords"]
@@ -74,6 +77,10 @@ def _check_header(header: bytes, path: Path, offset: int) -> int:
 
 
 def _read_body(f: io.BufferedReader, length: int, path: Path, offset: int) -> bytes:
+    left = os.fstat(f.fileno()).st_size - f.tell()
+    if length + _CRC.size > left:  # checked before reading: a corrupt length must not allocate it
+        raise TFRecordError(f"{path}: record at byte offset {offset} claims {length} data bytes, but the file has "
+                            f"only {max(left - _CRC.size, 0)} left (truncated or corrupt)")
     body = f.read(length + _CRC.size)
     if len(body) != length + _CRC.size:
         raise TFRecordError(f"{path}: truncated record at byte offset {offset} "
@@ -213,12 +220,16 @@ def _features(dataset: CocoDetection, index: int, annotations: list[dict],
 
 
 def write_coco_tfrecords(images_dir: str | Path, annotations_json: str | Path, out_prefix: str | Path,
-                         num_shards: int, *, include_masks: bool = False) -> list[Path]:
+                         num_shards: int, *, include_masks: bool = False, overwrite: bool = False) -> list[Path]:
     """Write a COCO folder + json as ``<out_prefix>-0000k-of-0000n.tfrecord`` shards.
 
     Image ``i`` (in json order) goes to shard ``i % num_shards``, as the TF OD API converter does.
     Boxes are those of :class:`CocoDetection` (clipped to the image, zero-area ones dropped);
     ``area`` is the json's ``area`` field. ``include_masks`` adds one 0/1 PNG per object.
+    Shards are written under temporary names and renamed only once all of them are complete, so
+    a failure (a bad image, a full disk) never leaves a complete-looking shard. Existing shards
+    with this prefix are an error unless ``overwrite``; then the old ones are removed after the
+    new ones are in place (a ``PREFIX-*`` pattern would otherwise mix both sets).
     """
     if num_shards < 1:
         raise UsageError(f"num_shards must be at least 1, got {num_shards}")
@@ -228,13 +239,21 @@ def write_coco_tfrecords(images_dir: str | Path, annotations_json: str | Path, o
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_prefix.parent / f"{out_prefix.name}-{k:05d}-of-{num_shards:05d}.tfrecord"
              for k in range(num_shards)]
-    writers = [TFRecordWriter(str(p)) for p in paths]
-    try:
-        for index in range(len(dataset)):
-            writers[index % num_shards].write(_features(dataset, index, extras[index], include_masks))
-    finally:
-        for writer in writers:
-            writer.close()
+    existing = sorted(out_prefix.parent.glob(f"{glob.escape(out_prefix.name)}-*-of-*.tfrecord"))
+    if existing and not overwrite:
+        raise OutputError(f"{existing[0]}: shards with prefix {out_prefix} already exist ({len(existing)} files); "
+                          f"use --overwrite to replace them")
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(atomic_path(p)) for p in paths]
+        writers = [TFRecordWriter(str(t)) for t in temps]
+        try:
+            for index in range(len(dataset)):
+                writers[index % num_shards].write(_features(dataset, index, extras[index], include_masks))
+        finally:
+            for writer in writers:
+                writer.close()
+    for old in set(existing) - set(paths):
+        old.unlink(missing_ok=True)
     log.info("wrote %d images from %s into %d shards %s-*", len(dataset), annotations_json, num_shards,
              out_prefix)
     return paths

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +11,8 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm import tqdm
 
 from scaledet.data.images import load_image
-from scaledet.errors import DataError, MissingFileError, UsageError
+from scaledet.errors import DataError, MissingFileError, OutputError, UsageError
+from scaledet.utils.atomic import atomic_path, check_writable, write_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -71,42 +72,90 @@ def draw(image: torch.Tensor, det: dict, class_names: Sequence[str] | None) -> t
                                width=max(2, image.shape[-1] // 300))
 
 
+def output_names(images: Sequence[Path]) -> list[str]:
+    """A distinct drawing name per image: its stem, with ``_2``, ``_3``... when two inputs share
+    one (``a.jpg`` and ``a.png``, or ``a.jpg`` in two folders)."""
+    taken: dict[str, int] = {}
+    names = []
+    for path in images:
+        stem = path.stem
+        count = taken.get(stem.lower(), 0) + 1
+        taken[stem.lower()] = count
+        names.append(stem if count == 1 else f"{stem}_{count}")
+    return names
+
+
+def _planned_outputs(out_dir: Path, images: Sequence[Path], names: list[str], has_mask: bool,
+                     overwrite: bool) -> None:
+    """Refuse, before any work, to write over an input (ever) or an existing file (without
+    ``overwrite``)."""
+    planned = [out_dir / "detections.json"] + [out_dir / f"{n}.png" for n in names]
+    if has_mask:
+        planned += [out_dir / f"{n}_mask.png" for n in names]
+    inputs = {p.resolve() for p in images}
+    for target in planned:
+        if target.resolve() in inputs:
+            raise OutputError(f"{target}: is one of the input images; predict never writes over its inputs "
+                              f"(choose another --output)")
+        check_writable(target, overwrite, "file")
+
+
+def _predict_each(predictor, chunk: Sequence[Path], **kwargs) -> list[dict | str]:
+    """Detections per image, or the error (one line) of an image that cannot be used; a bad
+    image costs only itself, not its batch."""
+    try:
+        return predictor.predict(list(chunk), **kwargs)
+    except DataError:
+        if len(chunk) == 1:
+            raise
+    results: list[dict | str] = []
+    for path in chunk:
+        try:
+            results.append(predictor.predict([path], **kwargs)[0])
+        except DataError as err:
+            results.append(str(err).splitlines()[0])
+    return results
+
+
 def write_predictions(predictor, images: Sequence[Path], output: str | Path, *, score_threshold: float,
-                      image_size: int | None = None, batch_size: int = 4, progress: bool = True) -> Path:
+                      image_size: int | None = None, batch_size: int = 4, progress: bool = True,
+                      overwrite: bool = False) -> Path:
+    """``detections.json`` (one entry per image; an image that cannot be read has ``error``
+    and no detections) and a drawing per image. Nothing is written over an input, nor over an
+    existing file unless ``overwrite``; every file is written atomically."""
     from PIL import Image
 
+    if not math.isfinite(score_threshold):
+        raise UsageError(f"the score threshold must be a finite number, got {score_threshold}")
     out_dir = Path(output)
+    names = output_names(images)
+    _planned_outputs(out_dir, images, names, predictor.has_mask, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = predictor.class_names
+    class_names = predictor.class_names
     records = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", disable=not progress, dynamic_ncols=True):
         chunk = images[start:start + batch_size]
-        dets = predictor.predict(chunk, score_threshold=score_threshold, image_size=image_size,
-                                 batch_size=batch_size)
-        for path, det in zip(chunk, dets):
-            pixels = load_image(path)
-            drawn = draw(pixels, det, names)
-            stem = path.stem
-            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{stem}.png")
-            entry = {"image": str(path), "detections": [
+        dets = _predict_each(predictor, chunk, score_threshold=score_threshold, image_size=image_size,
+                             batch_size=batch_size)
+        for path, stem, det in zip(chunk, names[start:start + batch_size], dets):
+            if isinstance(det, str):
+                records.append({"image": str(path), "detections": [], "error": det})
+                continue
+            drawn = draw(load_image(path), det, class_names)
+            drawing = out_dir / f"{stem}.png"
+            with atomic_path(drawing) as tmp:
+                Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+            entry = {"image": str(path), "drawing": str(drawing), "detections": [
                 {"box_xyxy": [round(float(v), 2) for v in box], "score": round(float(s), 4), "label": int(l),
-                 "class_name": names[int(l)] if names and int(l) < len(names) else str(int(l))}
+                 "class_name": class_names[int(l)] if class_names and int(l) < len(class_names) else str(int(l))}
                 for box, s, l in zip(det["boxes"], det["scores"], det["labels"])]}
             if "masks" in det:
                 mask_path = out_dir / f"{stem}_mask.png"
-                Image.fromarray(det["masks"].to(torch.uint8).numpy(), mode="L").save(mask_path)
+                with atomic_path(mask_path) as tmp:
+                    Image.fromarray(det["masks"].to(torch.uint8).numpy(), mode="L").save(tmp, format="PNG")
                 entry["mask"] = str(mask_path)
             records.append(entry)
-    path = out_dir / "detections.json"
-    path.write_text(json.dumps(records, indent=1))
-    return path
-
-
-def _write_json_atomically(path: Path, value) -> None:
-    # a reader never sees half a file; scaledet.utils.atomic (issue 15) will serve here when merged
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
+    return write_json(out_dir / "detections.json", records)
 
 
 def coco_image_ids(images: Sequence[Path], annotations: str | Path | None) -> tuple[list[int], set[int] | None]:
@@ -162,5 +211,10 @@ def write_coco_results(predictor, images: Sequence[Path], output: str | Path, *,
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "coco_results.json"
-    _write_json_atomically(path, results)
+    write_json(path, results, indent=None)
     return path
+
+
+def failed_images(detections_json: Path) -> list[str]:
+    """``image: error`` lines of the entries that could not be predicted."""
+    return [f"{r['image']}: {r['error']}" for r in json.loads(detections_json.read_text()) if "error" in r]

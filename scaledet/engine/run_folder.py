@@ -13,7 +13,6 @@ system drops it when that process dies, so a killed run never leaves a stale loc
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import socket

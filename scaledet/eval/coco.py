@@ -21,6 +21,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from scaledet.errors import DataError, MissingFileError, UsageError
 from scaledet.eval.base import EvalResult, Evaluator, as_numpy
 from scaledet.eval.metric_names import COCO_STAT_NAMES
+from scaledet.utils.atomic import write_json
 
 # (title, IoU range, area range, maxDets) of each statistic, in COCOeval.stats order.
 _STAT_LAYOUT = (
@@ -221,8 +222,7 @@ class CocoEvaluator(Evaluator):
     def summarize(self, records: Sequence[list[dict]]) -> EvalResult:
         results = [entry for image in records for entry in image]
         if self.results_path is not None:
-            self.results_path.parent.mkdir(parents=True, exist_ok=True)
-            self.results_path.write_text(json.dumps(results))
+            write_json(self.results_path, results, indent=None)
         evaluator, gt_dataset = _run_cocoeval(self.annotations, results, "bbox", self.image_ids)
         stats = _stats(evaluator)
         return EvalResult(stats, format_coco_table(stats), details=precision_details(evaluator, gt_dataset),

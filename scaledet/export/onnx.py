@@ -36,6 +36,7 @@ import scaledet
 from scaledet.errors import ExportError
 from scaledet.export.fuse import fuse_conv_bn
 from scaledet.models.detectors.base import Detector
+from scaledet.utils.atomic import atomic_path
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 INPUT_NAMES = ("images", "image_sizes")
@@ -208,8 +209,10 @@ def export_onnx(model: Detector, path: str | Path, *, image_size: int, batch_siz
     ``batch_size`` is the traced batch; with ``dynamic_batch`` the batch dimension is left free
     (checked by running ONNX Runtime at two batch sizes). BatchNorm is folded into convolutions
     first unless ``fuse_bn=False``. With ``verify`` (default) ONNX Runtime's output is compared
-    with the unmodified PyTorch model and a disagreement raises :class:`ExportError` (and the
-    file is removed) instead of leaving a silently different model behind.
+    with the unmodified PyTorch model and a disagreement raises :class:`ExportError` instead of
+    leaving a silently different model behind. The file is written and checked under a temporary
+    name and only then renamed onto ``path``: a failed check or a full disk leaves whatever was
+    at ``path`` before untouched (scaledet/utils/atomic.py).
     """
     opset = check_export_options(model, image_size, batch_size, opset)
     path = Path(path)
@@ -217,8 +220,9 @@ def export_onnx(model: Detector, path: str | Path, *, image_size: int, batch_siz
     was_training = model.training
     reference = model.eval() if _on_cpu(model) else copy.deepcopy(model).to("cpu").eval()
     try:
-        _export_and_check(reference, path, image_size=image_size, batch_size=batch_size,
-                          dynamic_batch=dynamic_batch, opset=opset, fuse_bn=fuse_bn, verify=verify)
+        with atomic_path(path) as tmp:
+            _export_and_check(reference, tmp, image_size=image_size, batch_size=batch_size,
+                              dynamic_batch=dynamic_batch, opset=opset, fuse_bn=fuse_bn, verify=verify)
     finally:
         model.train(was_training)
     return path
@@ -255,7 +259,6 @@ def _export_and_check(reference: Detector, path: Path, *, image_size: int, batch
         try:
             verify_export(path, reference, image_size, batches)
         except ExportError as err:
-            path.unlink(missing_ok=True)
             if dynamic_batch and "at batch" in str(err) and f"batch {batch_size}:" not in str(err):
                 raise ExportError(f"{reference.model_name} cannot be exported with a dynamic batch: {err}") \
                     from err
