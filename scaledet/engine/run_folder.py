@@ -75,26 +75,40 @@ def claim_run_folder(folder: str | Path, *, resume: Resume, overwrite: bool) -> 
 
 
 class RunLock:
-    """Held while a process trains into a folder; released on ``release`` or when it dies."""
+    """Held while a process trains into a folder; released on ``release`` or when it dies.
+
+    ``release`` deletes the lock file (a folder we only looked at stays as it was). A process
+    that opened the file just before that deletion would lock a file no longer in the folder,
+    so after locking we check that the name still leads to the file we hold, and retry if not.
+    """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / LOCK
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
-            self._fd = None
-            raise OutputError(f"{self.folder}: another training run is using this folder now ({owner}); wait for it "
-                              f"or choose another --output") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self.path = self.folder / LOCK
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputError(f"{self.folder}: another training run is using this folder now ({owner}); wait "
+                                  f"for it or choose another --output") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._fd: int | None = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:
+            self.path.unlink(missing_ok=True)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

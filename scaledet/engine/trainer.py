@@ -363,8 +363,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        self._claim_output()
         try:
+            self._claim_output()
             with _stop_on_signals(self):
                 return self._fit()
         finally:
@@ -374,7 +374,7 @@ class Trainer:
     def _claim_output(self) -> None:
         """Before anything is read or written: the folder is ours (see engine/run_folder.py)."""
         if self.info.is_main:
-            self._lock = RunLock(self.output_dir)
+            self._lock = RunLock(self.output_dir)  # released by fit, whatever happens
             self.resume = claim_run_folder(self.output_dir, resume=self.resume, overwrite=self.overwrite)
         else:  # rank 0 decides and reports; the others only need to know whether to load
             self.resume = bool(self.resume) and (self.output_dir / "last.pt").is_file()
