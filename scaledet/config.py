@@ -10,6 +10,7 @@ model's builder by :func:`check_model_arguments`, which the trainer calls before
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        _check_ranges(self)
         reported = METRIC_NAMES[self.eval.metric]
         if self.train.keep_best not in reported:
             raise ConfigError(f"train.keep_best={self.train.keep_best!r} is not a metric of "
@@ -163,6 +165,49 @@ class Config:
         for key, value in items:
             _set_dotted(raw, key, value)
         return config_from_dict(raw)
+
+
+# Largest square side a model may be built for: SpineNet-190 uses 1280, and a 4096^2 input already
+# needs tens of GB of activations (an unbounded value would try to allocate them and die late).
+MAX_IMAGE_SIZE = 4096
+
+# key -> (lowest allowed, whether the lowest is allowed, highest or None); None values are skipped.
+# Everything here would otherwise fail late (after training) or silently (0 steps, lr 0).
+_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "model.num_classes": (0, False, None), "model.image_size": (0, False, MAX_IMAGE_SIZE),
+    "data.scale_min": (0, False, None), "data.scale_max": (0, False, None), "data.hflip": (0, True, 1),
+    "data.num_workers": (0, True, None), "data.synthetic_train": (0, False, None),
+    "data.synthetic_val": (0, True, None), "data.synthetic_image_size": (0, False, MAX_IMAGE_SIZE),
+    "data.max_images": (0, False, None),
+    "optim.lr": (0, False, None), "optim.momentum": (0, True, 1), "optim.weight_decay": (0, True, None),
+    "optim.warmup_steps": (0, True, None), "optim.warmup_start_lr": (0, True, None),
+    "optim.decay_rate": (0, False, None), "optim.min_lr": (0, True, None), "optim.grad_clip": (0, True, None),
+    "train.batch_size": (0, False, None), "train.total_steps": (0, False, None), "train.max_epochs": (0, False, None),
+    "train.accumulate": (0, False, None), "train.log_every": (0, False, None), "train.eval_every": (0, True, None),
+    "train.checkpoint_every": (0, False, None), "train.ema_decay": (0, True, 1),
+    "train.max_nonfinite": (0, False, None),
+    "eval.batch_size": (0, False, None), "eval.score_threshold": (0, True, 1), "eval.max_images": (0, False, None),
+}
+
+
+def _check_ranges(config: "Config") -> None:
+    for key, (low, low_ok, high) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
+        if value < low or (value == low and not low_ok) or (high is not None and value > high):
+            above = f">= {low}" if low_ok else f"> {low}"
+            raise ConfigError(f"config key {key!r} must be {above}" + (f" and <= {high}" if high is not None else "")
+                              + f", got {value}")
+    if config.data.scale_max < config.data.scale_min:
+        raise ConfigError(f"config key 'data.scale_max' ({config.data.scale_max}) is below data.scale_min "
+                          f"({config.data.scale_min})")
+    steps = config.optim.decay_steps
+    if any(s <= 0 for s in steps) or list(steps) != sorted(set(steps)):
+        raise ConfigError(f"config key 'optim.decay_steps' must be positive and increasing, got {list(steps)}")
 
 
 def _plain(value: Any) -> Any:
@@ -291,7 +336,7 @@ def check_model_arguments(model: ModelConfig) -> None:
     Imports the model registry (and so torch), which is why it is not part of loading; the trainer
     calls it first, before any data is read.
     """
-    from scaledet.registry import builder_arguments
+    from scaledet.registry import builder_argument_types, builder_arguments
 
     try:
         allowed = builder_arguments(model.name)
@@ -301,6 +346,10 @@ def check_model_arguments(model: ModelConfig) -> None:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(f'model.args.{k}' for k in unknown)}; "
                           f"{model.name} takes: {', '.join(allowed)}")
+    types = builder_argument_types(model.name)
+    for key, value in model.args.items():
+        if key in types and value is not None:
+            _coerce(value, types[key], f"model.args.{key}")  # checked only; the value is passed as given
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -77,6 +77,23 @@ def builder_arguments(name: str) -> list[str]:
     return names
 
 
+def builder_argument_types(name: str) -> dict[str, object]:
+    """Type annotations of the arguments ``builder_arguments`` lists, where they can be resolved
+    (so a config value of the wrong type is reported by name before the model is built)."""
+    import typing
+
+    builder = model_builder(name)
+    types: dict[str, object] = {}
+    for fn in (*_FORWARDS_TO.get(name, ()), builder):  # the builder's own annotations win
+        try:
+            hints = typing.get_type_hints(fn)
+        except (NameError, TypeError):  # an annotation naming something not importable here
+            continue
+        types.update({k: v for k, v in hints.items() if k != "return"})
+    allowed = set(builder_arguments(name))
+    return {k: v for k, v in types.items() if k in allowed}
+
+
 def create_model(name: str, **overrides) -> "Detector":
     """Build a registered model, e.g. ``create_model("retinanet_spinenet49s", num_classes=80)``."""
     builder = model_builder(name)

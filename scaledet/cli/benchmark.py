@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from scaledet.cli.common import new_parser
+from scaledet.cli.common import image_size_arg, new_parser
 from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet benchmark retinanet_spinenet49s --image-size 640 --iters 10
@@ -20,7 +20,8 @@ them). On CPU, peak memory is the process's peak resident set size (getrusage), 
 def add_parser(subparsers) -> None:
     p = new_parser(subparsers, "benchmark", "measure a model's speed and memory", EXAMPLE)
     p.add_argument("model", help="registered model name (see scaledet info --list)")
-    p.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's own)")
+    p.add_argument("--image-size", type=image_size_arg, default=None,
+                   help="square input size (default: the model's own)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     p.add_argument("--backend", default="torch", choices=["torch", "compile", "onnxruntime"],
                    help="eager PyTorch, torch.compile, or ONNX Runtime on an export (default torch)")

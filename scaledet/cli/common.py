@@ -29,3 +29,17 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                         help="where to run; auto picks a GPU when there is one, cuda:N the GPU of index N "
                              "(default: auto)")
+
+
+def image_size_arg(text: str) -> int:
+    """``--image-size``: a positive integer up to the config's MAX_IMAGE_SIZE (a huge value would
+    otherwise try to allocate tens of GB before failing)."""
+    from scaledet.config import MAX_IMAGE_SIZE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 < value <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_IMAGE_SIZE}, got {value}")
+    return value

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from scaledet.cli.common import new_parser
+from scaledet.cli.common import image_size_arg, new_parser
 from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet export --checkpoint runs/demo/best.pt --output model.onnx
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     source.add_argument("--model", help="registered model name, exported with its initial (untrained) weights")
     p.add_argument("--num-classes", type=int, default=None, help="with --model: number of classes")
     p.add_argument("--output", required=True, help="ONNX file to write")
-    p.add_argument("--image-size", type=int, default=None,
+    p.add_argument("--image-size", type=image_size_arg, default=None,
                    help="square input size, a multiple of the model's size divisor (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the graph (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from scaledet.cli.common import new_parser
+from scaledet.cli.common import image_size_arg, new_parser
 
 EXAMPLE = """  scaledet info retinanet_spinenet49s --image-size 640 --num-classes 91
   scaledet info retinanet_nasfpn_r50 --json
@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
     p = new_parser(subparsers, "info", "print a model's size, cost and output levels", EXAMPLE)
     p.add_argument("model", nargs="?", help="registered model name (see --list)")
     p.add_argument("--list", action="store_true", help="list the registered models")
-    p.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's own)")
+    p.add_argument("--image-size", type=image_size_arg, default=None,
+                   help="square input size (default: the model's own)")
     p.add_argument("--num-classes", type=int, default=None, help="number of classes (default: the model's own)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

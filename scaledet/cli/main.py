@@ -78,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
+    if text.startswith("Caught ") and "DataLoader worker" in text.splitlines()[0]:
+        # torch re-raises a worker's error as "Caught ImageError in DataLoader worker process 1."
+        # followed by the worker's traceback; its last line holds the message naming the file.
+        last = text.splitlines()[-1]
+        prefix = f"{type(err).__module__}.{type(err).__name__}: "
+        message = last[len(prefix):] if last.startswith(prefix) else last.split(": ", 1)[-1]
+        return f"{message} (in a data loader worker)"
     return text.splitlines()[0] if text else type(err).__name__
 
 

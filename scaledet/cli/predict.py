@@ -1,7 +1,7 @@
 """``scaledet predict``: detections JSON + drawings, or a COCO results file, for images or folders."""
 from __future__ import annotations
 
-from scaledet.cli.common import add_device_argument, new_parser
+from scaledet.cli.common import add_device_argument, image_size_arg, new_parser
 from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet predict --checkpoint runs/demo/best.pt photos/ street.jpg --output predictions/
@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--score-threshold", type=float, default=None,
                    help="drop detections below this (default: 0.3 for drawings; the model's own for coco, as "
                         "`scaledet eval` scores it)")
-    p.add_argument("--image-size", type=int, default=None, help="network input size (default: the model's)")
+    p.add_argument("--image-size", type=image_size_arg, default=None,
+                   help="network input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--overwrite", action="store_true",
                    help="replace files already in OUTPUT (never the input images themselves)")

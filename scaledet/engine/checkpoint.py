@@ -11,7 +11,8 @@ import torch
 from scaledet.errors import CheckpointError
 from scaledet.utils.atomic import atomic_open
 
-__all__ = ["FORMAT", "CheckpointError", "save_atomic", "nonfinite_entries", "load_checkpoint", "capture_rng", "restore_rng"]
+__all__ = ["FORMAT", "CheckpointError", "save_atomic", "nonfinite_entries",
+           "load_checkpoint", "capture_rng", "restore_rng"]
 
 FORMAT = "scaledet-checkpoint-v1"
 
