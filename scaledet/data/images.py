@@ -7,16 +7,17 @@ padding the detectors already see at image borders.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from scaledet.errors import DataError
+from scaledet.errors import DataError, UsageError
 
-__all__ = ["ImageError", "load_image", "pil_to_rgb", "to_rgb_tensor"]
+__all__ = ["ImageError", "load_image", "decode_image", "check_pixel_limit", "pil_to_rgb", "to_rgb_tensor"]
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
@@ -25,22 +26,58 @@ class ImageError(DataError):
     """An image file that is missing, unreadable or of an unsupported layout."""
 
 
+# Pixel limit of every decode: an image header can claim any size, and a small compressed file
+# (a 140 KB PNG of 140 Mpx) would otherwise take gigabytes. 40 Mpx is above any camera photo that
+# detection data sets hold; set $SCALEDET_MAX_IMAGE_PIXELS to change it (read at each decode, so
+# data-loader workers see it too).
+DEFAULT_MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "SCALEDET_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"${MAX_PIXELS_ENV} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise UsageError(f"${MAX_PIXELS_ENV} must be a positive integer, got {raw!r}")
+    return value
+
+
+def check_pixel_limit(size: tuple[int, int], name: str) -> None:
+    """Refuse, before decoding, an image whose header claims more pixels than allowed."""
+    width, height = size
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise ImageError(f"{name}: image of {width}x{height} = {width * height / 1e6:.1f} Mpx is over the "
+                         f"{limit / 1e6:g} Mpx limit (raise ${MAX_PIXELS_ENV} if it is meant)")
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """Decode ``path`` fully into ``uint8 [3, H, W]`` RGB; raises :class:`ImageError`."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: image file not found")
+    return decode_image(path, str(path))
+
+
+def decode_image(source: str | Path | BinaryIO, name: str) -> torch.Tensor:
+    """A file name or an open binary stream to ``uint8 [3, H, W]`` RGB (``name`` for errors)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            check_pixel_limit(img.size, name)
             # Decoding is lazy in PIL; load() forces the whole stream so truncation shows here
             # and not as a silently grey bottom half.
             img.load()
-            rgb = pil_to_rgb(img, name=str(path))
+            rgb = pil_to_rgb(img, name=name)
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ImageError(f"{path}: cannot decode image ({reason})") from err
+        raise ImageError(f"{name}: cannot decode image ({reason})") from err
     return _pil_rgb_to_tensor(rgb)
 
 

@@ -39,7 +39,7 @@ from tfrecord import example_pb2
 from tfrecord.writer import TFRecordWriter
 
 from scaledet.data.coco import AnnotationError, CocoDetection, read_coco_json
-from scaledet.data.images import ImageError, pil_to_rgb
+from scaledet.data.images import ImageError, check_pixel_limit, decode_image
 from scaledet.data.base import RawThenTransform
 from scaledet.errors import DataError, OutputError, UsageError
 from scaledet.utils.atomic import atomic_path
@@ -130,20 +130,9 @@ def index_shard(path: Path) -> list[int]:
 # -- images -----------------------------------------------------------------------------------
 def decode_image_bytes(data: bytes, name: str) -> torch.Tensor:
     """Encoded image bytes to ``uint8 [3, H, W]`` RGB, decoded exactly as ``load_image`` does."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = pil_to_rgb(img, name=name)
-    except ImageError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ImageError(f"{name}: cannot decode image ({reason})") from err
-    arr = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return decode_image(io.BytesIO(data), name)
 
 
-# -- writing ----------------------------------------------------------------------------------
 def _image_format(path: Path) -> bytes:
     suffix = path.suffix.lower().lstrip(".")
     return b"jpeg" if suffix in ("jpg", "jpeg") else suffix.encode()
@@ -475,6 +464,7 @@ class TFRecordDetection(RawThenTransform):
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         for k in np.argsort(-areas, kind="stable"):  # large first, as CocoDetection does
             with Image.open(io.BytesIO(pngs[k])) as png:
+                check_pixel_limit(png.size, where)
                 instance = np.asarray(png.convert("L")) > 0
             if instance.shape != (height, width):
                 raise TFRecordError(f"{where}: object {k} mask is {instance.shape[0]}x{instance.shape[1]}, "

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scaledet.data.images import check_pixel_limit
 from scaledet.errors import DataError, MissingFileError
 
 VOC_CLASSES = (
@@ -150,12 +151,13 @@ def read_class_mask(path: str | Path, num_classes: int = len(VOC_CLASSES),
     path = Path(path)
     try:
         with Image.open(path) as img:
+            check_pixel_limit(img.size, str(path))
             mode = img.mode
             if mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
                 raise VOCAnnotationError(f"{path}: mask PNG has mode {mode!r}; expected a "
                                          "palette or grey image of class indices")
             values = np.array(img)
-    except VOCAnnotationError:
+    except DataError:  # our own message (mode, pixel limit) already names the file
         raise
     except (OSError, SyntaxError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
