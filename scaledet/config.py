@@ -71,6 +71,7 @@ class DataConfig:
     synthetic_val: int = 100
     synthetic_image_size: int = 256
     max_images: int | None = None  # use only the first N training images (overfitting checks)
+    allow_outside_root: bool = False  # let annotation files name images outside their folder (absolute, '..')
 
 
 @dataclass(frozen=True)

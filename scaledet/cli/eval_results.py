@@ -78,6 +78,7 @@ def run_coco(args: argparse.Namespace) -> int:
 
 
 def run_voc(args: argparse.Namespace) -> int:
+    from scaledet.data.names import contained_name
     from scaledet.data.voc_files import read_image_set
     from scaledet.eval.base import json_safe
     from scaledet.eval.voc import (VOC_CLASSES, evaluate_voc, format_voc_table,
@@ -87,7 +88,8 @@ def run_voc(args: argparse.Namespace) -> int:
         raise UsageError(f"--iou must be in [0, 1), got {args.iou}")
     classes = (tuple(c.strip() for c in args.classes.split(",") if c.strip())
                if args.classes else VOC_CLASSES)
-    image_ids = read_image_set(args.image_set) if args.image_set is not None else None
+    image_ids = ([contained_name(i, f"{args.image_set}: image id") for i in read_image_set(args.image_set)]
+                 if args.image_set is not None else None)
     annotations = read_voc_annotations(args.annotations, image_ids)
     unknown = {name for ann in annotations.values() for name in ann.names} - set(classes)
     if unknown:

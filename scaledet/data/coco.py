@@ -18,6 +18,7 @@ import torch
 
 from scaledet.data.images import ImageError, load_image
 from scaledet.data.base import RawThenTransform
+from scaledet.data.names import contained_name
 from scaledet.errors import DataError
 
 __all__ = ["AnnotationError", "CocoDetection", "read_coco_json"]
@@ -77,7 +78,8 @@ class CocoDetection(RawThenTransform):
 
     def __init__(self, images_dir: str | Path, annotations_json: str | Path,
                  transforms: Transform | None = None, *, class_names: Sequence[str] | None = None,
-                 with_masks: bool = False) -> None:
+                 with_masks: bool = False, allow_outside_root: bool = False) -> None:
+        self.allow_outside_root = allow_outside_root
         self.images_dir = Path(images_dir)
         self.annotations_json = Path(annotations_json)
         self.transforms = transforms
@@ -131,7 +133,8 @@ class CocoDetection(RawThenTransform):
                     and width > 0 and height > 0):
                 raise AnnotationError(f"{path}: {where} has invalid size {width}x{height}")
             self.image_ids.append(int(img["id"]))
-            self.file_names.append(str(img["file_name"]))
+            self.file_names.append(contained_name(str(img["file_name"]), f"{path}: {where} file_name",
+                                                  self.allow_outside_root))
             self.sizes.append((int(height), int(width)))
         self._index_of_id = {image_id: k for k, image_id in enumerate(self.image_ids)}
         if len(self._index_of_id) != len(self.image_ids):

@@ -102,10 +102,11 @@ def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> 
         else:
             train_pair = (cfg.train_images, cfg.train_annotations)
             val_pair = (cfg.val_images, cfg.val_annotations)
+        outside = cfg.allow_outside_root
         train_ds = CocoDetection(_require(train_pair[0], "train_images"), _require(train_pair[1], "train_annotations"),
-                                 train_tf) if train else None
+                                 train_tf, allow_outside_root=outside) if train else None
         val_ds = CocoDetection(_require(val_pair[0], "val_images"), _require(val_pair[1], "val_annotations"),
-                               eval_tf) if val else None
+                               eval_tf, allow_outside_root=outside) if val else None
         ref = train_ds or val_ds
         bundle = DataBundle(train_ds, val_ds, ref.class_names, ref.label_to_category_id,
                             Path(val_pair[1]) if val else None)
@@ -113,9 +114,11 @@ def build_datasets(cfg: DataConfig, *, train: bool = True, val: bool = True) -> 
         from scaledet.data.voc import VOCDetection
 
         root = _require(cfg.root, "root")
-        train_ds = (VOCDetection(root, split=cfg.train_split, transforms=train_tf, extra_masks_dir=cfg.extra_masks_dir)
-                    if train else None)
-        val_ds = VOCDetection(root, split=cfg.val_split, transforms=eval_tf) if val else None
+        outside = cfg.allow_outside_root
+        train_ds = VOCDetection(root, split=cfg.train_split, transforms=train_tf, extra_masks_dir=cfg.extra_masks_dir,
+                                allow_outside_root=outside) if train else None
+        val_ds = VOCDetection(root, split=cfg.val_split, transforms=eval_tf,
+                              allow_outside_root=outside) if val else None
         from scaledet.data.voc import VOC_CLASSES
 
         bundle = DataBundle(train_ds, val_ds, list(VOC_CLASSES), None, None)

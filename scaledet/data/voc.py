@@ -36,6 +36,7 @@ from scaledet.data.base import RawThenTransform
 from scaledet.data.images import ImageError, load_image
 from scaledet.data.voc_files import (MASK_IGNORE, VOC_CLASSES, VOCAnnotationError, VocGroundTruth,
                                      read_class_mask, read_image_set, read_voc_xml)
+from scaledet.data.names import contained_name
 from scaledet.errors import UsageError
 
 __all__ = ["VOC_CLASSES", "MASK_IGNORE", "VOCAnnotationError", "VocRecord", "VOCDetection",
@@ -140,7 +141,7 @@ class VOCDetection(RawThenTransform):
                  transforms: Transform | None = None, *, image_ids: Sequence[str] | None = None,
                  use_difficult: bool = True, segmentation: str = "auto",
                  extra_masks_dir: str | Path | None = None,
-                 class_names: Sequence[str] = VOC_CLASSES) -> None:
+                 class_names: Sequence[str] = VOC_CLASSES, allow_outside_root: bool = False) -> None:
         if segmentation not in SEGMENTATION_MODES:
             raise UsageError(f"segmentation must be one of {SEGMENTATION_MODES}, got {segmentation!r}")
         if split is not None and image_ids is not None:
@@ -155,7 +156,8 @@ class VOCDetection(RawThenTransform):
         if self.extra_masks_dir is not None and not self.extra_masks_dir.is_dir():
             raise VOCAnnotationError(f"{self.extra_masks_dir}: extra mask folder not found")
 
-        self.ids: list[str] = self._select_ids(split, image_ids)
+        self.ids: list[str] = [contained_name(i, f"{self.split_file or 'image_ids'}: image id", allow_outside_root)
+                               for i in self._select_ids(split, image_ids)]
         if len(set(self.ids)) != len(self.ids):
             dup = sorted({i for i in self.ids if self.ids.count(i) > 1})[:5]
             raise VOCAnnotationError(f"{self.split_file or self.root}: duplicate image ids {dup}")
