@@ -84,6 +84,7 @@ class RunLock:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / LOCK
         while True:
@@ -112,6 +113,8 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            if self._created and not any(self.folder.iterdir()):  # a refused run leaves no trace
+                self.folder.rmdir()
 
 
 def write_marker(folder: Path, model_name: str) -> None:

@@ -363,6 +363,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
+        check_model_arguments(self.cfg.model)  # a typo or bad type in model.args: before any file is touched
         try:
             self._claim_output()
             with _stop_on_signals(self):
