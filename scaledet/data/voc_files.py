@@ -14,6 +14,7 @@ of saved results keeps them as they are, like the devkit's own result files.
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,11 @@ def read_voc_xml(path: str | Path) -> VocXml:
         if bndbox is None:
             raise VOCAnnotationError(f"{path}: {where} ({name}) has no <bndbox>")
         box = tuple(_number(bndbox, tag, path, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        if not all(math.isfinite(v) for v in box) or box[2] < box[0] or box[3] < box[1]:
+            # read here so that scoring (eval-results) refuses it as training does
+            raise VOCAnnotationError(f"{path}: {where} ({name}) has a degenerate box xmin={box[0]:g} "
+                                     f"ymin={box[1]:g} xmax={box[2]:g} ymax={box[3]:g} (need finite values, "
+                                     f"xmax >= xmin and ymax >= ymin)")
         objects.append(VocXmlObject(name, box, _flag(obj, "difficult"), _flag(obj, "truncated")))
     return VocXml(path, _size(root, path), tuple(objects))
 

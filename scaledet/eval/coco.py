@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,20 @@ def _load_ground_truth(gt: str | Path | Mapping, iou_type: str) -> tuple[dict, s
             raise DataError(f"{name}: missing the '{key}' list of a COCO annotation file")
     if not dataset["images"]:
         raise DataError(f"{name}: has no images to evaluate")
+    image_ids = _unique_ids(dataset["images"], name, "image")
+    category_ids = _unique_ids(dataset["categories"], name, "category")
     required = ("id", "image_id", "category_id", "bbox" if iou_type == "bbox" else "segmentation")
     for index, ann in enumerate(dataset["annotations"]):
         missing = [key for key in required if not isinstance(ann, dict) or key not in ann]
         if missing:
             raise DataError(f"{name}: annotation #{index} lacks {', '.join(missing)}")
+        where = f"{name}: annotation #{index} (id {ann['id']!r})"
+        _check_reference(ann, "image_id", image_ids, where, "image")
+        _check_reference(ann, "category_id", category_ids, where, "category")
+        if "bbox" in ann:
+            _check_box(ann["bbox"], where)
+        if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+            raise DataError(f"{where}: field 'area' must be a finite number >= 0, got {ann['area']!r}")
         if "area" not in ann and "bbox" in ann:
             # COCOeval's area ranges need an area; the box area is the usual fallback.
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
@@ -91,6 +101,19 @@ def _load_results(results: str | Path | Sequence[Mapping], iou_type: str,
     image_ids = {img["id"] for img in gt_dataset["images"]}
     category_ids = {cat["id"] for cat in gt_dataset["categories"]}
     geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    for index, det in enumerate(loaded):
+        if isinstance(det, Mapping):
+            where = f"{name}: detection #{index}"
+            for key in ("image_id", "category_id"):
+                if key in det and not _is_integer(det[key]):
+                    raise DataError(f"{where}: field '{key}' must be an integer, got {det[key]!r}")
+            if "score" in det and not _is_number(det["score"]):
+                raise DataError(f"{where}: field 'score' must be a finite number, got {det['score']!r}")
+            if "bbox" in det:
+                _check_box(det["bbox"], where)
+            if geometry == "segmentation" and "segmentation" in det and not (
+                    isinstance(det["segmentation"], Mapping) and {"size", "counts"} <= set(det["segmentation"])):
+                raise DataError(f"{where}: field 'segmentation' must be an RLE object with size and counts")
     checked = []
     for index, det in enumerate(loaded):
         if not isinstance(det, Mapping):
@@ -107,6 +130,42 @@ def _load_results(results: str | Path | Sequence[Mapping], iou_type: str,
         # loadRes adds keys (id, area, ...) in place: keep the caller's dicts untouched.
         checked.append(dict(det))
     return checked
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_box(box: Any, where: str) -> None:
+    """``[x, y, w, h]``: four finite numbers, width and height not negative."""
+    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(v) for v in box)):
+        raise DataError(f"{where}: field 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}")
+    if box[2] < 0 or box[3] < 0:
+        raise DataError(f"{where}: field 'bbox' has a negative width or height: {box!r}")
+
+
+def _unique_ids(entries: list, name: str, what: str) -> set:
+    """The ids of the ``images`` / ``categories`` list; a duplicate is the ground truth's fault."""
+    seen: dict[Any, int] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping) or "id" not in entry:
+            raise DataError(f"{name}: {what} #{index} has no 'id'")
+        if not _is_integer(entry["id"]):
+            raise DataError(f"{name}: {what} #{index}: field 'id' must be an integer, got {entry['id']!r}")
+        if entry["id"] in seen:
+            raise DataError(f"{name}: duplicate {what} id {entry['id']} ({what}s #{seen[entry['id']]} and #{index}) "
+                            f"in the ground truth")
+        seen[entry["id"]] = index
+    return set(seen)
+
+
+def _check_reference(ann: Mapping, key: str, known: set, where: str, what: str) -> None:
+    if ann[key] not in known:
+        raise DataError(f"{where}: field '{key}' is {ann[key]!r}, which is not a {what} of the ground truth")
 
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:

@@ -117,6 +117,8 @@ def read_voc_detection_file(path: str | Path,
                              f"ymax', got {line.strip()!r}") from None
         if not all(math.isfinite(v) for v in values):
             raise DataError(f"{path}:{line_number}: non-finite number in {line.strip()!r}")
+        if values[3] < values[1] or values[4] < values[2]:
+            raise DataError(f"{path}:{line_number}: box has xmax < xmin or ymax < ymin in {line.strip()!r}")
         if known is not None and fields[0] not in known:
             raise DataError(f"{path}:{line_number}: image {fields[0]!r} is not in the ground "
                              "truth")
