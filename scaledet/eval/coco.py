@@ -157,7 +157,8 @@ def _unique_ids(entries: list, name: str, what: str) -> set:
         if not _is_integer(entry["id"]):
             raise DataError(f"{name}: {what} #{index}: field 'id' must be an integer, got {entry['id']!r}")
         if entry["id"] in seen:
-            raise DataError(f"{name}: duplicate {what} id {entry['id']} ({what}s #{seen[entry['id']]} and #{index}) "
+            first = seen[entry["id"]]
+            raise DataError(f"{name}: duplicate {what} id {entry['id']} ({what} entries #{first} and #{index}) "
                             f"in the ground truth")
         seen[entry["id"]] = index
     return set(seen)
