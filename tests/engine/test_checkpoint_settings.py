@@ -13,7 +13,7 @@ from scaledet.registry import create_model
 ARGS = dict(num_classes=3, head_width=16, endpoints_num_filters=16)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def small_weights():
     return create_model("retinanet_spinenet49_tiny", **ARGS).state_dict()
 
