@@ -155,12 +155,31 @@ def _match_detections(expected: dict, actual: dict, i: int, n: int, box_atol: fl
         close = (~used & (a_labels == e_labels[k]) & (np.abs(a_scores - e_scores[k]) <= score_atol)
                  & (np.abs(a_boxes - e_boxes[k]).max(axis=1, initial=0.0) <= box_atol))
         if not close.any():
-            nearest = int(np.argmin(np.abs(a_scores - e_scores[k]) + np.abs(a_boxes - e_boxes[k]).max(axis=1)))
-            return (f"PyTorch detection {k} (label {int(e_labels[k])}, score {float(e_scores[k]):.6f}) has no "
-                    f"counterpart; nearest: label {int(a_labels[nearest])}, score {float(a_scores[nearest]):.6f}, "
-                    f"box off by {float(np.abs(a_boxes[nearest] - e_boxes[k]).max()):.2e} px")
+            return _no_counterpart(k, e_boxes[k], e_scores[k], e_labels[k], a_boxes, a_scores, a_labels, used,
+                                   box_atol, score_atol)
         used[int(np.argmax(close))] = True
     return None
+
+
+def _no_counterpart(k: int, box, score, label, a_boxes, a_scores, a_labels, used, box_atol: float,
+                    score_atol: float) -> str:
+    """Why PyTorch detection ``k`` matches no ONNX Runtime detection: the nearest one (by box,
+    then score) and each test it fails, or that its match was already taken by another."""
+    box_off = np.abs(a_boxes - box).max(axis=1, initial=0.0)
+    score_off = np.abs(a_scores - score)
+    nearest = int(np.lexsort((score_off, box_off))[0])
+    fails = []
+    if a_labels[nearest] != label:
+        fails.append(f"label {int(a_labels[nearest])} instead of {int(label)}")
+    if score_off[nearest] > score_atol:
+        fails.append(f"score off by {float(score_off[nearest]):.2e} (allowed {score_atol:g})")
+    if box_off[nearest] > box_atol:
+        fails.append(f"box off by {float(box_off[nearest]):.2e} px (allowed {box_atol:g})")
+    if not fails and used[nearest]:
+        fails.append("it already matched another PyTorch detection (the two outputs hold a different number of "
+                     "copies of this detection)")
+    return (f"PyTorch detection {k} (label {int(label)}, score {float(score):.6f}) has no counterpart in ONNX "
+            f"Runtime's output; the nearest ONNX detection {nearest}: {'; '.join(fails)}")
 
 
 def torch_reference(model: Detector, images: torch.Tensor, sizes: torch.Tensor) -> dict[str, np.ndarray]:

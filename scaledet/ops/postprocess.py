@@ -25,6 +25,12 @@ def clip_boxes(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
     return torch.stack([x1, y1, x2, y2], dim=-1)
 
 
+def has_area(boxes: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` xyxy -> bool: finite with positive width and height. A box pushed entirely
+    outside the image collapses to a line or point when clipped; it is no detection."""
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) & torch.isfinite(boxes).all(dim=-1)
+
+
 def rank_within_image(image_index: torch.Tensor, scores: torch.Tensor, batch_size: int):
     """Order items image by image, best score first; return (order, rank in its image, counts)."""
     order_key = image_index.to(torch.float64) * 2.0 + (1.0 - scores.to(torch.float64))
@@ -121,6 +127,8 @@ class SigmoidPostProcessor(torch.nn.Module):
             all_images.append(image)
         boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
         labels, image = torch.cat(all_labels), torch.cat(all_images)
+        valid = has_area(boxes)
+        boxes, scores, labels, image = boxes[valid], scores[valid], labels[valid], image[valid]
         keep = batched_nms(boxes, scores, image * num_classes + labels, self.nms_iou)
         return pad_detections(boxes[keep], scores[keep], labels[keep], image[keep], batch, self.max_detections)
 

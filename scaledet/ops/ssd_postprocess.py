@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
 from scaledet.ops.box_coder import BoxCoder
-from scaledet.ops.postprocess import clip_boxes, pad_detections
+from scaledet.ops.postprocess import clip_boxes, has_area, pad_detections
 
 
 def decode_shift_inside(box_coder: BoxCoder, loc: torch.Tensor, default_boxes: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ class SSDPostProcessor(torch.nn.Module):
         picked = torch.gather(boxes, 1, top_idx.reshape(batch, -1, 1).expand(-1, -1, 4))  # [B, C*k, 4]
 
         flat_scores = top_scores.reshape(-1)
-        candidates = torch.nonzero(flat_scores > self.score_threshold).squeeze(1)
+        candidates = torch.nonzero((flat_scores > self.score_threshold) & has_area(picked.reshape(-1, 4))).squeeze(1)
         groups = torch.div(candidates, k, rounding_mode="floor")  # image * C + class
         keep = candidates[batched_nms(picked.reshape(-1, 4)[candidates], flat_scores[candidates], groups,
                                       self.nms_iou)]

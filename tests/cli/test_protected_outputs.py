@@ -154,3 +154,15 @@ def test_predict_names_drawings_uniquely_and_reports_a_failing_image(trained_run
     drawings = [np.asarray(Image.open(out / n)) for n in ("a.png", "a_2.png")]
     assert drawings[0].shape == drawings[1].shape  # both kept, one per input
     assert digests(user_folder) == before
+
+
+def test_nan_score_threshold_is_a_usage_error(tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    assert main(EXPORT + ["--output", str(out), "--score-threshold", "nan"]) == 1
+    assert "--score-threshold must be a finite number, got nan" in capsys.readouterr().err
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 64)).save(image)
+    assert main(["predict", "--checkpoint", str(tmp_path / "x.pt"), str(image), "--output", str(tmp_path / "p"),
+                 "--score-threshold", "nan"]) == 1
+    assert "--score-threshold must be a finite number" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

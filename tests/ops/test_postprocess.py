@@ -22,6 +22,8 @@ def _reference(cls, box, anchors, sizes, post):
             h, w = sizes[i].tolist()
             b[:, 0::2] = b[:, 0::2].clamp(0, w)
             b[:, 1::2] = b[:, 1::2].clamp(0, h)
+            area = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])  # unlike torchvision, collapsed boxes are dropped
+            b, scores, c = b[area], scores[area], c[area]
             boxes_all.append(b), scores_all.append(scores), labels_all.append(c)
         b, s, c = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
         keep = batched_nms(b, s, c, post.nms_iou)[: post.max_detections]
@@ -56,3 +58,15 @@ def test_empty_when_nothing_passes_threshold():
     out = post([torch.full((2, 1, 3), -10.0)], [torch.zeros(2, 1, 4)], anchors, torch.tensor([[50, 50]] * 2))
     assert out["num_detections"].tolist() == [0, 0]
     assert out["boxes"].shape == (2, 5, 4)
+
+
+def test_boxes_collapsing_when_clipped_are_dropped_and_output_keeps_its_size():
+    # anchor 0 lies inside the 50x50 image; anchor 1 entirely right of it (clips to x1 = x2 = 50)
+    anchors = [torch.tensor([[5.0, 5.0, 25.0, 25.0], [70.0, 10.0, 90.0, 30.0]])]
+    logits = torch.full((1, 2, 1), 10.0)  # both score ~1.0
+    post = SigmoidPostProcessor(BoxCoder(), score_threshold=0.3, max_detections=4)
+    out = post([logits], [torch.zeros(1, 2, 4)], anchors, torch.tensor([[50, 50]]))
+    assert out["num_detections"].tolist() == [1]
+    assert out["boxes"].shape == (1, 4, 4)
+    torch.testing.assert_close(out["boxes"][0, 0], torch.tensor([5.0, 5.0, 25.0, 25.0]))
+    assert out["labels"][0].tolist() == [0, -1, -1, -1]
