@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import random
+import signal
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,10 +36,15 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 128)
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and ``random`` from the per-worker torch seed the DataLoader derived."""
+    """Seed numpy and ``random`` from the per-worker torch seed the DataLoader derived.
+
+    Workers also ignore SIGINT: Ctrl-C reaches the whole process group, and a worker that died
+    of it would make the main process fail before it can save its checkpoint; the DataLoader
+    ends its workers itself when the main process stops (SIGTERM still ends them)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, num_workers: int = 0,
