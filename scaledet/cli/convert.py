@@ -61,7 +61,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="eps of the backbone's frozen BN recorded in the checkpoint (default 0.0: torchvision "
                          "runs its published COCO_V1 weights so; use 1e-5 for weights of a model built with "
                          "torchvision's defaults and trained yourself)")
-    tv.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    tv.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                    help="replace OUTPUT if it exists (only once the new file is complete)")
     tv.set_defaults(func=run_torchvision_retinanet)
     ms = kinds.add_parser(
         "mindspore-nasfpn", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=MS_EXAMPLE,
@@ -109,7 +110,7 @@ def run_torchvision_retinanet(args: argparse.Namespace) -> int:
     from scaledet.models.convert import torchvision_retinanet_checkpoint
     from scaledet.models.weights import load_state_dict_file
 
-    check_writable(args.output, args.force, "checkpoint", option="--force")
+    check_writable(args.output, args.force, "checkpoint")
     state = load_state_dict_file(args.input)
     try:
         checkpoint = torchvision_retinanet_checkpoint(state, backbone_bn_eps=args.backbone_bn_eps)

@@ -25,7 +25,8 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     bad = nonfinite_entries(payload)
     if bad:
         raise CheckpointError(f"{path}: not saved: non-finite values in {', '.join(bad[:3])}"
-                              + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
+                              + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                              + "; the previous file there, if any, is kept")
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
     return path

@@ -73,3 +73,25 @@ def test_help_shows_a_worked_example(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "scaledet convert torchvision-retinanet tv_retinanet.pt" in text
+
+
+def test_full_disk_keeps_the_previous_conversion_and_a_rerun_works(torchvision_file, tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    _, source = torchvision_file
+    out = tmp_path / "ours.pt"
+    assert main(["convert", "torchvision-retinanet", str(source), str(out)]) == 0
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    real_save = torch.save
+
+    def disk_fills(obj, f, *args, **kwargs):  # half the bytes reach the disk, then torch's writer fails
+        f.write(b"PK\x03\x04" + b"\0" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    assert main(["convert", "torchvision-retinanet", str(source), str(out), "--overwrite"]) == 1
+    assert f"no space left on device at {out}" in capsys.readouterr().err
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ours.pt"]
+    monkeypatch.setattr(torch, "save", real_save)
+    assert main(["convert", "torchvision-retinanet", str(source), str(out), "--overwrite"]) == 0
