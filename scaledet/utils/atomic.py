@@ -25,8 +25,8 @@ from scaledet.errors import DiskFullError, OutputError
 __all__ = ["atomic_path", "atomic_open", "write_text", "write_json", "write_yaml", "write_csv", "fsync_dir",
            "check_writable", "remove_stale_temps", "TEMP_GLOB"]
 
-TEMP_GLOB = ".*.scaledet-tmp"  # what a process killed mid-write leaves behind (see remove_stale_temps)
-_TEMP_SUFFIX = ".scaledet-tmp"
+TEMP_GLOB = ".*.scaledet.tmp"  # what a process killed mid-write leaves behind (see remove_stale_temps)
+_TEMP_SUFFIX = ".scaledet.tmp"
 # torch.save's C++ writer reports a refused write as "[enforce fail at inline_container.cc:...] ...
 # file write failed" without an errno; nothing but a refused write (full disk, quota) produces it.
 _TORCH_WRITE_FAILURE = "inline_container.cc"

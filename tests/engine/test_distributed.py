@@ -190,9 +190,9 @@ def test_torchrun_restart_resumes_from_the_last_checkpoint(tiny_config, tmp_path
     assert "injected failure at step 3 on rank 1" in output
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
     log = _metrics(tmp_path / "run" / "metrics.csv")
-    # attempt 1 logged steps 1-3 and died before saving step 3; attempt 2 resumed from step 2
-    assert [int(r["step"]) for r in log] == [1, 2, 3, 3, 4]
-    assert log[2]["loss"] == log[3]["loss"], "the resumed step 3 repeats the lost one exactly"
+    # attempt 1 logged steps 1-3 and died before saving step 3; attempt 2 resumed from step 2 and
+    # cut the log back to it, so step 3 is logged once (by the attempt that kept it)
+    assert [int(r["step"]) for r in log] == [1, 2, 3, 4]
 
 
 SAVER = textwrap.dedent("""
