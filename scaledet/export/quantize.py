@@ -39,6 +39,7 @@ import torch
 
 from scaledet.errors import ExportError
 from scaledet.export.onnx import META_PREFIX, export_onnx, ort_session
+from scaledet.utils.atomic import atomic_path
 
 DEFAULT_OP_TYPES = ("Conv", "Relu", "Add", "MaxPool", "Resize", "Sigmoid", "Mul")
 DEFAULT_TOLERANCE = 0.01  # relative noise of the network outputs, i.e. SQNR >= 20 dB
@@ -333,10 +334,8 @@ def _finish(quantized: Path, fp32_path: Path, output: Path, report: Int8Report) 
     meta[META_PREFIX + "int8"] = json.dumps(asdict(report))
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    onnx.save(proto, str(tmp))
-    shutil.move(str(tmp), str(output))
+    with atomic_path(output) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def export_int8(model: torch.nn.Module, path: str | Path, *, image_size: int, calibration: str | Path,
