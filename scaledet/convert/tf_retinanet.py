@@ -92,16 +92,16 @@ LAYOUTS: dict[str, TFLayout] = {
     "tpu": TFLayout(
         "tpu", TPU_ASPECT_RATIOS,
         {"spinenet": {**TPU_SPINENET_OPTIONS, "norm": _norm_record(TPU_NORM), "box_pixel_offset": 1.0,
-                      "drop_zero_boxes": True}},
+                      "drop_zero_boxes": True, "drop_degenerate_boxes": False}},
         "retinanet/class_net/class-{index}/{kind}", "retinanet/class_net/class-predict/bias", _tpu_mapping,
         tpu_ignored),
     "tf2": TFLayout(
         "tf2", GARDEN_ASPECT_RATIOS,
-        {"spinenet": {**GARDEN_SPINENET_OPTIONS, "norm": _norm_record(GARDEN_NORM)},
+        {"spinenet": {**GARDEN_SPINENET_OPTIONS, "norm": _norm_record(GARDEN_NORM), "drop_degenerate_boxes": False},
          "nasfpn": {**{f"backbone_{k}": v for k, v in GARDEN_RESNET_OPTIONS.items()},
                     **GARDEN_NASFPN_OPTIONS,  # cell_input_width, attention, extra_levels: row fields too
                     "norm": _norm_record(GARDEN_NORM), "backbone_norm": _norm_record(GARDEN_NORM),
-                    "frozen_bn": False}},
+                    "frozen_bn": False, "drop_degenerate_boxes": False}},
         "model/_head/_cls_convs/{index}/{kind}/.ATTRIBUTES/VARIABLE_VALUE",
         "model/_head/_classifier/bias/.ATTRIBUTES/VARIABLE_VALUE", _garden_mapping, garden_ignored),
 }

@@ -74,7 +74,8 @@ def torchvision_retinanet_checkpoint(state_dict: dict[str, torch.Tensor], *, bac
     torchvision itself runs with frozen-BN eps 0 (``None`` keeps the builder's 1e-5). With
     ``verify`` the converted weights are loaded (strictly) into a freshly built model first.
     """
-    model_args: dict = {"num_classes": torchvision_retinanet_num_classes(state_dict)}
+    # torchvision keeps boxes that collapse when clipped: so does the converted model
+    model_args: dict = {"num_classes": torchvision_retinanet_num_classes(state_dict), "drop_degenerate_boxes": False}
     if backbone_bn_eps is not None:
         model_args["backbone_bn_eps"] = float(backbone_bn_eps)
     converted = convert_torchvision_retinanet(state_dict)

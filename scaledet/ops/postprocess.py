@@ -83,12 +83,16 @@ class SigmoidPostProcessor(torch.nn.Module):
     ``pre_nms_topk`` candidates per level as torchvision (1000); the TPU keeps 5000 per class,
     which the same knob approximates when set high. ``drop_zero_boxes``: boxes that clip to
     (0, 0, 0, 0) are dropped, as tensorflow/tpu's padded NMS reads them as padding
-    (docs/reference/TF_ARITHMETIC.md §8).
+    (docs/reference/TF_ARITHMETIC.md §8). ``drop_degenerate_boxes`` (default): boxes without
+    area after clipping (pushed outside the image) are no detections; converted TF / torchvision
+    checkpoints turn it off to reproduce those codes, which keep them.
     """
 
     def __init__(self, box_coder: BoxCoder, *, score_threshold: float = 0.05, pre_nms_topk: int = 1000,
-                 nms_iou: float = 0.5, max_detections: int = 100, drop_zero_boxes: bool = False):
+                 nms_iou: float = 0.5, max_detections: int = 100, drop_zero_boxes: bool = False,
+                 drop_degenerate_boxes: bool = True):
         super().__init__()
+        self.drop_degenerate_boxes = drop_degenerate_boxes
         self.drop_zero_boxes = drop_zero_boxes
         self.box_coder = box_coder
         self.score_threshold = score_threshold
@@ -127,8 +131,9 @@ class SigmoidPostProcessor(torch.nn.Module):
             all_images.append(image)
         boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
         labels, image = torch.cat(all_labels), torch.cat(all_images)
-        valid = has_area(boxes)
-        boxes, scores, labels, image = boxes[valid], scores[valid], labels[valid], image[valid]
+        if self.drop_degenerate_boxes:
+            valid = has_area(boxes)
+            boxes, scores, labels, image = boxes[valid], scores[valid], labels[valid], image[valid]
         keep = batched_nms(boxes, scores, image * num_classes + labels, self.nms_iou)
         return pad_detections(boxes[keep], scores[keep], labels[keep], image[keep], batch, self.max_detections)
 

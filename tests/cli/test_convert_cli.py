@@ -29,7 +29,8 @@ def test_converted_checkpoint_reproduces_torchvision_outputs(torchvision_file, t
     checkpoint = torch.load(out, weights_only=True)
     assert checkpoint["format"] == CHECKPOINT_FORMAT
     assert checkpoint["model_name"] == "retinanet_resnet50_fpn"
-    assert checkpoint["model_args"] == {"num_classes": NUM_CLASSES, "backbone_bn_eps": 1e-5}
+    assert checkpoint["model_args"] == {"num_classes": NUM_CLASSES, "backbone_bn_eps": 1e-5,
+                                        "drop_degenerate_boxes": False}
     ours = create_model(checkpoint["model_name"], **checkpoint["model_args"]).eval()
     ours.load_state_dict(checkpoint["model"])
 

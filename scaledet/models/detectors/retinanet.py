@@ -83,7 +83,8 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
                     box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
                     box_pixel_offset: float = 0.0,
                     score_threshold: float = 0.05, pre_nms_topk: int = 1000, nms_iou: float = 0.5,
-                    max_detections: int = 100, drop_zero_boxes: bool = False, size_divisor: int = 128,
+                    max_detections: int = 100, drop_zero_boxes: bool = False,
+                    drop_degenerate_boxes: bool = True, size_divisor: int = 128,
                     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
                     pixel_std: tuple[float, float, float] = IMAGENET_STD,
                     class_names: list[str] | None = None,
@@ -107,7 +108,8 @@ def build_retinanet(backbone: nn.Module, neck: nn.Module | None = None, *, num_c
         focal_alpha=focal_alpha, focal_gamma=focal_gamma, box_loss=box_loss, box_loss_delta=box_loss_delta,
         box_loss_weight=box_loss_weight, normalize=loss_normalize)
     post = SigmoidPostProcessor(coder, score_threshold=score_threshold, pre_nms_topk=pre_nms_topk,
-                                nms_iou=nms_iou, max_detections=max_detections, drop_zero_boxes=drop_zero_boxes)
+                                nms_iou=nms_iou, max_detections=max_detections, drop_zero_boxes=drop_zero_boxes,
+                                drop_degenerate_boxes=drop_degenerate_boxes)
     spec = InputSpec(image_size, pixel_mean, pixel_std, size_divisor, resize_mode="long_side")
     return RetinaNet(backbone, neck, head, anchors, criterion, post, num_classes=num_classes, input_spec=spec,
                      class_names=class_names)
