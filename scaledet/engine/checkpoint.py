@@ -22,12 +22,12 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     previous one (scaledet/utils/atomic.py). A payload holding a non-finite floating tensor is
     refused, so no checkpoint ever carries NaN/inf weights or statistics."""
     path = Path(path)
-    bad = nonfinite_entries(payload)
-    if bad:
-        raise CheckpointError(f"{path}: not saved: non-finite values in {', '.join(bad[:3])}"
-                              + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-                              + "; the previous file there, if any, is kept")
     with atomic_open(path, "wb") as f:
+        bad = nonfinite_entries(payload)  # checked before a byte is written (the temp file is dropped)
+        if bad:
+            raise CheckpointError(f"{path}: not saved: non-finite values in {', '.join(bad[:3])}"
+                                  + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                                  + "; the previous file there, if any, is kept")
         torch.save(payload, f)
     return path
 
@@ -36,9 +36,13 @@ def nonfinite_entries(payload: Any, prefix: str = "") -> list[str]:
     """Names of the floating tensors in a (nested) checkpoint payload holding NaN or inf.
     Optimizer state is included: a NaN momentum buffer would poison the weights after resume."""
     if isinstance(payload, torch.Tensor):
-        if payload.is_floating_point() and payload.numel() and not bool(torch.isfinite(payload).all()):
-            return [prefix or "tensor"]
-        return []
+        if not payload.is_floating_point() or not payload.numel():
+            return []
+        # a NaN or inf element makes the sum non-finite: one fast reduction for the common case,
+        # the element-wise test only when the sum might merely have overflowed
+        if bool(torch.isfinite(payload.sum())) or bool(torch.isfinite(payload).all()):
+            return []
+        return [prefix or "tensor"]
     if isinstance(payload, dict):
         items = payload.items()
     elif isinstance(payload, (list, tuple)):

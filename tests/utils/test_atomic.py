@@ -67,3 +67,10 @@ def test_existing_file_is_not_replaced_without_permission(tmp_path):
         check_writable(path, False, "ONNX file")
     check_writable(path, True, "ONNX file")
     assert path.read_bytes() == b"user's model"
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = write_json(tmp_path / "results.json", [])
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
