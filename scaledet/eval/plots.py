@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from scaledet.eval.base import EvalResult
+from scaledet.utils.atomic import atomic_path
 
 DPI = 100
 CURVES_SIZE = (1500, 450)  # pixels
@@ -43,12 +43,9 @@ def _figure(size_px: tuple[int, int]):
 
 
 def _save(figure, path: Path) -> Path:
-    # a fixed-size canvas (no tight bbox), written beside the target and renamed over it: a reader
-    # never sees half a PNG; scaledet.utils.atomic (issue 15) will serve here when merged
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, path)
+    # a fixed-size canvas (no tight bbox), written atomically: a reader never sees half a PNG
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI)
     return path
 
 
