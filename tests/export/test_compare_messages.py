@@ -25,4 +25,4 @@ def test_a_duplicated_detection_is_named_as_such_not_as_a_zero_offset():
 
 def test_a_moved_box_reports_the_failing_test_with_its_tolerance():
     problem = compare_detections(_dets([[0, 0, 10, 10]], [0.8], [1]), _dets([[0, 0, 10, 10.5]], [0.8], [1]))
-    assert problem.endswith("box off by 5.00e-01 px (allowed 0.001)")
+    assert problem.endswith("box off by 5.00e-01 px (allowed 2.00e-03)")
