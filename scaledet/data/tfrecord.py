@@ -225,27 +225,38 @@ def write_coco_tfrecords(images_dir: str | Path, annotations_json: str | Path, o
     dataset = CocoDetection(images_dir, annotations_json)
     extras = _extras_per_image(read_coco_json(annotations_json), dataset)
     out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_prefix.parent / f"{out_prefix.name}-{k:05d}-of-{num_shards:05d}.tfrecord"
-             for k in range(num_shards)]
+    paths = shard_paths(out_prefix, num_shards)
     existing = sorted(out_prefix.parent.glob(f"{glob.escape(out_prefix.name)}-*-of-*.tfrecord"))
     if existing and not overwrite:
         raise OutputError(f"{existing[0]}: shards with prefix {out_prefix} already exist ({len(existing)} files); "
                           f"use --overwrite to replace them")
-    with contextlib.ExitStack() as stack:
-        temps = [stack.enter_context(atomic_path(p)) for p in paths]
-        writers = [TFRecordWriter(str(t)) for t in temps]
-        try:
-            for index in range(len(dataset)):
-                writers[index % num_shards].write(_features(dataset, index, extras[index], include_masks))
-        finally:
-            for writer in writers:
-                writer.close()
+    write_round_robin(paths, len(dataset), lambda index: _features(dataset, index, extras[index], include_masks))
     for old in set(existing) - set(paths):
         old.unlink(missing_ok=True)
     log.info("wrote %d images from %s into %d shards %s-*", len(dataset), annotations_json, num_shards,
              out_prefix)
     return paths
+
+
+def shard_paths(out_prefix: Path, num_shards: int) -> list[Path]:
+    """``<out_prefix>-0000k-of-0000n.tfrecord`` for each shard (its folder is made)."""
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    return [out_prefix.parent / f"{out_prefix.name}-{k:05d}-of-{num_shards:05d}.tfrecord" for k in range(num_shards)]
+
+
+def write_round_robin(paths: Sequence[Path], count: int, example: Callable[[int], dict]) -> None:
+    """Write ``example(i)`` for ``i < count`` into shard ``i % len(paths)``. Every shard is written
+    under a temporary name and renamed only when all of them are complete (utils.atomic), so a
+    crash or a full disk never leaves a complete-looking shard."""
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(atomic_path(p)) for p in paths]
+        writers = [TFRecordWriter(str(t)) for t in temps]
+        try:
+            for index in range(count):
+                writers[index % len(paths)].write(example(index))
+        finally:
+            for writer in writers:
+                writer.close()
 
 
 def category_table_from_coco_json(annotations_json: str | Path) -> tuple[list[int], list[str]]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from tfrecord.writer import TFRecordWriter
 
+from scaledet.data.tfrecord import shard_paths, write_round_robin
 from scaledet.data.voc import VOCDetection
 from scaledet.errors import UsageError
 
@@ -60,26 +59,11 @@ def voc_example(dataset: VOCDetection, index: int) -> dict[str, tuple[Any, str]]
 
 
 def write_voc_tfrecords(dataset: VOCDetection, out_prefix: str | Path, num_shards: int = 1) -> list[Path]:
-    """Write ``<out_prefix>-0000k-of-0000n.tfrecord``; image ``i`` goes to shard ``i % num_shards``."""
+    """Write ``<out_prefix>-0000k-of-0000n.tfrecord``; image ``i`` goes to shard ``i % num_shards``
+    (shards renamed into place only when all are complete)."""
     if num_shards < 1:
         raise UsageError(f"num_shards must be at least 1, got {num_shards}")
-    out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_prefix.parent / f"{out_prefix.name}-{k:05d}-of-{num_shards:05d}.tfrecord"
-             for k in range(num_shards)]
-    temporary = [p.with_name(f".{p.name}.tmp") for p in paths]
-    writers = [TFRecordWriter(str(p)) for p in temporary]
-    try:
-        for index in range(len(dataset)):
-            writers[index % num_shards].write(voc_example(dataset, index))
-        for writer in writers:
-            writer.close()
-        for tmp, path in zip(temporary, paths):
-            os.replace(tmp, path)
-    except BaseException:
-        for writer, tmp in zip(writers, temporary):
-            writer.close()
-            tmp.unlink(missing_ok=True)
-        raise
+    paths = shard_paths(Path(out_prefix), num_shards)
+    write_round_robin(paths, len(dataset), lambda index: voc_example(dataset, index))
     log.info("wrote %d VOC images into %d shards %s-*", len(dataset), num_shards, out_prefix)
     return paths
