@@ -8,12 +8,16 @@ Both models have the same architecture and weights (ours converted from torchvis
 - *scaledet deploy*: ``optimized_for_inference()`` (BatchNorm folded, channels-last), forward +
   post-processing on the normalised image;
 - *scaledet predict*: the plain Python API, ``model.eval().predict(image, image_size=640)`` on
-  the decoded uint8 image (pre-processing, network, post-processing, detections in image pixels).
+  the decoded uint8 image (pre-processing, network, post-processing, detections in image pixels);
+- *scaledet deploy bf16*: ``optimized_for_inference(precision="bf16")``, the deployment copy in
+  bfloat16 (not fp32 arithmetic: a separate figure, with no target; fast on AMX / AVX-512 BF16).
 
 ``--part training`` (batch 2): one step = forward + loss + backward + SGD step with the same
 random targets, both from scratch (trainable BatchNorm, all stages). torchvision runs as its
 reference recipe does (``torch.optim.SGD`` defaults, NCHW); scaledet runs as its trainer does
-(channels-last, the trainer's optimiser construction).
+(channels-last, the trainer's optimiser construction). *scaledet train step bf16* is the same step
+as the trainer runs it with ``train.amp=bf16`` (the forward under CPU autocast), again a
+separate figure with no target.
 
     python benchmarks/bench_retinanet_vs_torchvision.py --part inference
     python benchmarks/bench_retinanet_vs_torchvision.py --part training
@@ -30,6 +34,7 @@ from scaledet.utils.benchmark import random_targets
 
 TV, DEPLOY, PREDICT = "torchvision inference", "scaledet deploy inference", "scaledet predict"
 TV_TRAIN, TRAIN = "torchvision train step", "scaledet train step"
+DEPLOY_BF16, TRAIN_BF16 = "scaledet deploy bf16", "scaledet train step bf16"
 
 
 def build_pair(size: int, train: bool):
@@ -52,6 +57,7 @@ def inference_variants(size: int) -> dict:
     mean = torch.tensor(ours.pixel_mean)[:, None, None]
     std = torch.tensor(ours.pixel_std)[:, None, None]
     deploy = ours.optimized_for_inference()
+    deploy_bf16 = ours.optimized_for_inference(precision="bf16")
 
     def run_tv():
         with torch.inference_mode():
@@ -62,10 +68,15 @@ def inference_variants(size: int) -> dict:
             x = ((image - mean) / std)[None].contiguous(memory_format=torch.channels_last)
             return deploy.postprocess(deploy(x), [(size, size)])
 
+    def run_deploy_bf16():
+        with torch.inference_mode():
+            x = ((image - mean) / std)[None].contiguous(memory_format=torch.channels_last)
+            return deploy_bf16.postprocess(deploy_bf16(x), [(size, size)])
+
     def run_predict():
         return ours.predict(image_u8, image_size=size)
 
-    return {TV: run_tv, DEPLOY: run_deploy, PREDICT: run_predict}
+    return {TV: run_tv, DEPLOY: run_deploy, PREDICT: run_predict, DEPLOY_BF16: run_deploy_bf16}
 
 
 def training_variants(size: int, batch: int = 2) -> dict:
@@ -94,14 +105,16 @@ def training_variants(size: int, batch: int = 2) -> dict:
         loss.backward()
         tv_opt.step()
 
-    def step_ours():
+    def step_ours(amp: bool = False):
         our_opt.zero_grad(set_to_none=True)
         x = ((images - mean) / std).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        loss = ours.loss(ours(x), targets, [(size, size)] * batch)["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):  # as the trainer's train.amp
+            outputs = ours(x)
+        loss = ours.loss(outputs, targets, [(size, size)] * batch)["loss"]
         loss.backward()
         our_opt.step()
 
-    return {TV_TRAIN: step_tv, TRAIN: step_ours}
+    return {TV_TRAIN: step_tv, TRAIN: step_ours, TRAIN_BF16: lambda: step_ours(amp=True)}
 
 
 def variants(args) -> dict:
@@ -122,7 +135,9 @@ BENCH = Bench(
     "retinanet_vs_torchvision", __doc__, variants=variants, add_arguments=add_arguments,
     ratios=[Ratio("deploy inference / torchvision", DEPLOY, TV, 0.75),
             Ratio("plain predict / torchvision", PREDICT, TV, 0.85),
-            Ratio("train step / torchvision", TRAIN, TV_TRAIN, 0.85)],
+            Ratio("train step / torchvision", TRAIN, TV_TRAIN, 0.85),
+            Ratio("deploy bf16 / torchvision fp32", DEPLOY_BF16, TV),
+            Ratio("train step bf16 / torchvision fp32", TRAIN_BF16, TV_TRAIN)],
     quick={"size": 128})
 
 if __name__ == "__main__":

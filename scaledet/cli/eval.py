@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scaledet.cli.common import add_config_arguments, add_device_argument, new_parser
+from scaledet.cli.common import add_config_arguments, add_device_argument, add_precision_argument, new_parser
 from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet eval retinanet_spinenet49s_coco --checkpoint runs/49s/best.pt --set data.root=/data/coco
   scaledet eval retinanet_spinenet49s_coco --checkpoint runs/49s/best.pt --onnx 49s.onnx   (both, side by side)
+  scaledet eval retinanet_spinenet49s_coco --checkpoint runs/49s/best.pt --precision bf16   (bf16 accuracy)
   SCALEDET_DATA_ROOT=/data scaledet eval blitznet300_r50_voc --checkpoint runs/blitz/last.pt --json
   torchrun --nproc_per_node=4 -m scaledet.cli.main eval blitznet300_r50_voc --checkpoint runs/blitz/last.pt
 """
@@ -25,6 +26,7 @@ def add_parser(subparsers) -> None:
                    help="folder for results.json / results_onnx.json and the plots (default: next to the "
                         "checkpoint / ONNX file)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    add_precision_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run)
 
@@ -44,7 +46,8 @@ def run(args) -> int:
     try:
         if args.checkpoint:
             results["checkpoint"] = evaluate_checkpoint(cfg, Path(args.checkpoint), device=device, output=output,
-                                                        progress=not args.json, info=info)
+                                                        progress=not args.json, info=info,
+                                                        precision=args.precision)
         if args.onnx:
             from scaledet.export.onnx_eval import evaluate_onnx
 

@@ -1,10 +1,11 @@
 """``scaledet predict``: detections JSON + drawings, or a COCO results file, for images or folders."""
 from __future__ import annotations
 
-from scaledet.cli.common import add_device_argument, image_size_arg, new_parser
+from scaledet.cli.common import add_device_argument, add_precision_argument, image_size_arg, new_parser
 from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet predict --checkpoint runs/demo/best.pt photos/ street.jpg --output predictions/
+  scaledet predict --checkpoint runs/demo/best.pt photos/ --output predictions/ --precision bf16
   scaledet predict --backend onnxruntime --model model.onnx photos/ --output predictions/ --score-threshold 0.4
   scaledet predict --checkpoint best.pt val2017/ --format coco --annotations instances_val2017.json --output preds/
       (then: scaledet eval-results coco --annotations instances_val2017.json --results preds/coco_results.json)
@@ -34,6 +35,7 @@ def add_parser(subparsers) -> None:
                    help="replace files already in OUTPUT (never the input images themselves)")
     p.add_argument("--no-optimize", action="store_true",
                    help="torch backend: keep BatchNorm unfolded and the default memory format")
+    add_precision_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run)
 
@@ -51,7 +53,7 @@ def run(args) -> int:
         raise UsageError(f"--score-threshold must be a finite number, got {args.score_threshold}")
     images = collect_images(args.inputs)
     predictor = predictor_for(args.backend, checkpoint=args.checkpoint, onnx_model=args.model, device=args.device,
-                              optimize=not args.no_optimize)
+                              optimize=not args.no_optimize, precision=args.precision)
     if args.format == "coco":
         path = write_coco_results(predictor, images, args.output, annotations=args.annotations,
                                   score_threshold=args.score_threshold, image_size=args.image_size,

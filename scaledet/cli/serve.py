@@ -6,7 +6,7 @@ import signal
 import socket
 import sys
 
-from scaledet.cli.common import add_device_argument, new_parser
+from scaledet.cli.common import add_device_argument, add_precision_argument, new_parser
 from scaledet.errors import UsageError
 
 EXAMPLE = """  scaledet serve --checkpoint runs/demo/best.pt                # http://127.0.0.1:8000
@@ -43,6 +43,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-optimize", action="store_true",
                    help="torch backend: keep BatchNorm unfolded and the default memory format")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log each request")
+    add_precision_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run)
 
@@ -82,7 +83,8 @@ def run(args) -> int:
     sock = bind(args.host, args.port)  # a busy port fails before the model is loaded
     try:
         model = ServedModel.load(checkpoint=args.checkpoint, onnx=args.onnx, backend=args.backend,
-                                 device=args.device, optimize=not args.no_optimize)
+                                 device=args.device, optimize=not args.no_optimize,
+                                 precision=args.precision)
         model.warm_up()
     except BaseException:
         sock.close()

@@ -177,13 +177,15 @@ def evaluate_on_config(cfg, predictor: Predictor, model, *, results_path: Path |
 
 
 def evaluate_checkpoint(cfg, checkpoint: Path, *, device: torch.device, output: Path | None = None,
-                        progress: bool = True, info: DistInfo = DistInfo()) -> EvalResult:
-    """Evaluate a checkpoint on the validation split a config names (sharded under DDP)."""
+                        progress: bool = True, info: DistInfo = DistInfo(), precision: str = "fp32") -> EvalResult:
+    """Evaluate a checkpoint on the validation split a config names (sharded under DDP);
+    ``precision="bf16"`` scores the bfloat16 deployment copy (``optimized_for_inference``)."""
     from scaledet.engine.inference import model_from_checkpoint
 
     model = model_from_checkpoint(checkpoint, device)
     if cfg.eval.score_threshold is not None:
         model.postprocessor.score_threshold = cfg.eval.score_threshold
-    return evaluate_on_config(cfg, TorchPredictor(model, device), model,
+    network = model.optimized_for_inference(precision=precision) if precision != "fp32" else model
+    return evaluate_on_config(cfg, TorchPredictor(network, device), model,
                               results_path=(output or checkpoint.parent) / "results.json", progress=progress,
                               info=info, tasks=model.tasks)

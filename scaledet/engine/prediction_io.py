@@ -33,13 +33,17 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def predictor_for(backend: str, *, checkpoint: str | None, onnx_model: str | None, device: str = "auto",
-                  optimize: bool = True):
-    """An object with ``predict(images, score_threshold=, image_size=, batch_size=)`` and ``class_names``."""
+                  optimize: bool = True, precision: str = "fp32"):
+    """An object with ``predict(images, score_threshold=, image_size=, batch_size=)`` and ``class_names``.
+    ``precision="bf16"`` (torch backend): the deployment copy in bfloat16."""
     if backend == "onnxruntime":
         if not onnx_model:
             raise UsageError("--backend onnxruntime needs --model MODEL.onnx")
         from scaledet.export.onnx_predictor import OnnxPredictor
 
+        if precision != "fp32":
+            raise UsageError(f"--precision {precision} applies to the torch backend; for a smaller, faster ONNX "
+                             "model export it with `scaledet export --int8`")
         return OnnxPredictor(onnx_model)
     if not checkpoint:
         raise UsageError("--backend torch needs --checkpoint CKPT")
@@ -47,7 +51,9 @@ def predictor_for(backend: str, *, checkpoint: str | None, onnx_model: str | Non
     from scaledet.engine.inference import model_from_checkpoint
 
     model = model_from_checkpoint(checkpoint, resolve_device(device))
-    return model.optimized_for_inference() if optimize else model
+    if not optimize and precision != "fp32":
+        raise UsageError(f"--precision {precision} runs the deployment copy; it cannot go with --no-optimize")
+    return model.optimized_for_inference(precision=precision) if optimize else model
 
 
 def _palette(n: int) -> list[tuple[int, int, int]]:

@@ -138,10 +138,11 @@ def count_batch_norms(model: nn.Module) -> int:
 
 # ------------------------------------------------------------------ the copy behind Detector.predict
 
-# model -> (fingerprint of its weights and module tree, its inference copy). Weak keys: the copy
+# model -> {setting: (fingerprint of its weights and module tree, its inference copy)}. Weak keys: the copy
 # goes when the model does; kept outside the module so state_dict, deepcopy and pickling never
 # see it.
-_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, nn.Module]]]" = (
+    weakref.WeakKeyDictionary())
 
 
 def weights_fingerprint(model: nn.Module) -> tuple | None:
@@ -159,16 +160,20 @@ def weights_fingerprint(model: nn.Module) -> tuple | None:
     return tuple(items)
 
 
-def cached_inference_copy(model: nn.Module, *, channels_last: bool) -> nn.Module:
-    """``model.optimized_for_inference(channels_last=...)``, made on first use and reused while
-    :func:`weights_fingerprint` is unchanged; an untraceable model is returned as it is."""
-    key = (channels_last, weights_fingerprint(model))
-    if key[1] is None:
+def cached_inference_copy(model: nn.Module, *, channels_last: bool, fuse_bn: bool = True,
+                          precision: str = "fp32") -> nn.Module:
+    """``model.optimized_for_inference(...)``, made on first use and reused while
+    :func:`weights_fingerprint` is unchanged (one copy per setting, so fp32 and bf16 calls can
+    alternate). A model whose weights cannot be fingerprinted (inference tensors) is returned as
+    it is in fp32, and copied afresh on every call otherwise."""
+    setting, fingerprint = (channels_last, fuse_bn, precision), weights_fingerprint(model)
+    if fingerprint is None and precision == "fp32":
         return model
-    cached = _INFERENCE_COPIES.get(model)
-    if cached is not None and cached[0] == key:
+    copies = _INFERENCE_COPIES.setdefault(model, {}) if fingerprint is not None else {}
+    cached = copies.get(setting)
+    if cached is not None and cached[0] == fingerprint:
         return cached[1]
     with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, usable outside predict
-        copy_ = model.optimized_for_inference(channels_last=channels_last)
-    _INFERENCE_COPIES[model] = (key, copy_)
+        copy_ = model.optimized_for_inference(channels_last=channels_last, fuse_bn=fuse_bn, precision=precision)
+    copies[setting] = (fingerprint, copy_)
     return copy_

@@ -49,7 +49,7 @@ class ServedModel:
 
     @classmethod
     def load(cls, *, checkpoint: str | None = None, onnx: str | None = None, backend: str | None = None,
-             device: str = "auto", optimize: bool = True) -> "ServedModel":
+             device: str = "auto", optimize: bool = True, precision: str = "fp32") -> "ServedModel":
         """From ``--checkpoint`` (PyTorch) or ``--onnx`` (ONNX Runtime); the backend follows the file."""
         from scaledet.engine.prediction_io import predictor_for
 
@@ -62,7 +62,8 @@ class ServedModel:
         if backend == "torch" and not checkpoint:
             raise UsageError(f"--backend torch runs a checkpoint, not {onnx}: give --checkpoint CKPT "
                              "or use --backend onnxruntime")
-        predictor = predictor_for(backend, checkpoint=checkpoint, onnx_model=onnx, device=device, optimize=optimize)
+        predictor = predictor_for(backend, checkpoint=checkpoint, onnx_model=onnx, device=device, optimize=optimize,
+                                  precision=precision)
         return cls(predictor, backend)
 
     def info(self) -> ModelInfo:

@@ -90,3 +90,18 @@ def test_training_drew_its_curves(trained_run, assert_png):
     from scaledet.eval.plots import CURVES_SIZE
 
     assert_png(trained_run["root"] / "run" / "curves.png", CURVES_SIZE)
+
+
+def test_eval_precision_bf16_scores_close_to_fp32(scored_run, tmp_path, capsys):
+    results = {}
+    for precision in ("fp32", "bf16"):
+        capsys.readouterr()
+        assert main(["eval", str(scored_run["config"]), "--checkpoint", str(scored_run["checkpoint"]),
+                     "--output", str(tmp_path / precision), "--device", "cpu", "--json",
+                     "--precision", precision]) == 0
+        results[precision] = json.loads(capsys.readouterr().out)
+    print(f"\nAP fp32 {results['fp32']['AP']:.6f}, bf16 {results['bf16']['AP']:.6f}")
+    assert 0.1 < results["fp32"]["AP"] < 0.95
+    # The int8 acceptance bounds (issue 18); the pseudo ground truth makes AP hang on every box.
+    assert abs(results["bf16"]["AP"] - results["fp32"]["AP"]) <= 0.015
+    assert abs(results["bf16"]["AP50"] - results["fp32"]["AP50"]) <= 0.01
