@@ -68,7 +68,7 @@ def variants(args):
     x_cl = x.contiguous(memory_format=torch.channels_last)
     built = {EAGER: inference_call(model, x, sizes), DEPLOY: inference_call(deploy, x_cl, sizes)}
     for name, file in ((ORT32, "fp32.onnx"), (ORT8, "int8.onnx")):
-        session = ort_session(work / file, threads=args.threads)
+        session = ort_session(work / file, threads=args.threads, spin=False)
         feed = {i.name: {"images": x.numpy(), "image_sizes": sizes.numpy()}[i.name] for i in session.get_inputs()}
         built[name] = (lambda s, f: lambda: s.run(None, f))(session, feed)
     return built, json.loads((work / "facts.json").read_text())

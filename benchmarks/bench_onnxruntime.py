@@ -34,7 +34,7 @@ def variants(args) -> dict:
 
     model, x, sizes = inference_setup(args)
     deploy = model.optimized_for_inference()
-    session = ort_session(onnx_path(args), threads=args.threads)
+    session = ort_session(onnx_path(args), threads=args.threads, spin=False)
     feed = {i.name: {"images": x.numpy(), "image_sizes": sizes.numpy()}[i.name] for i in session.get_inputs()}
     x_cl = x.contiguous(memory_format=torch.channels_last)
     return {EAGER: inference_call(model, x, sizes), DEPLOY: inference_call(deploy, x_cl, sizes),

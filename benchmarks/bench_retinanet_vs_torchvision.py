@@ -9,6 +9,9 @@ Both models have the same architecture and weights (ours converted from torchvis
   post-processing on the normalised image;
 - *scaledet predict*: the plain Python API, ``model.eval().predict(image, image_size=640)`` on
   the decoded uint8 image (pre-processing, network, post-processing, detections in image pixels);
+- *scaledet ONNX Runtime fp32*: the same weights exported by ``scaledet export`` (BatchNorm folded,
+  post-processing and NMS in the graph), run by ONNX Runtime on the normalised image: the
+  deployment path off PyTorch (exported once, before the timed processes);
 - *scaledet deploy bf16*: ``optimized_for_inference(precision="bf16")``, the deployment copy in
   bfloat16 (not fp32 arithmetic: a separate figure, with no target; fast on AMX / AVX-512 BF16).
 
@@ -24,6 +27,8 @@ separate figure with no target.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torchvision
 
@@ -35,6 +40,7 @@ from scaledet.utils.benchmark import random_targets
 TV, DEPLOY, PREDICT = "torchvision inference", "scaledet deploy inference", "scaledet predict"
 TV_TRAIN, TRAIN = "torchvision train step", "scaledet train step"
 DEPLOY_BF16, TRAIN_BF16 = "scaledet deploy bf16", "scaledet train step bf16"
+ORT = "scaledet ONNX Runtime fp32"
 
 
 def build_pair(size: int, train: bool):
@@ -48,7 +54,20 @@ def build_pair(size: int, train: bool):
     return tv, ours
 
 
-def inference_variants(size: int) -> dict:
+def onnx_path(args) -> Path:
+    return Path(args.workdir) / "retinanet_resnet50_fpn.onnx"
+
+
+def prepare(args) -> None:
+    if args.part in ("inference", "both"):
+        from scaledet.export.onnx import export_onnx
+
+        export_onnx(build_pair(args.size, train=False)[1].eval(), onnx_path(args), image_size=args.size)
+
+
+def inference_variants(size: int, onnx: Path, threads: int) -> dict:
+    from scaledet.export.onnx import ort_session
+
     tv, ours = build_pair(size, train=False)
     tv.eval()
     ours.eval()
@@ -58,6 +77,8 @@ def inference_variants(size: int) -> dict:
     std = torch.tensor(ours.pixel_std)[:, None, None]
     deploy = ours.optimized_for_inference()
     deploy_bf16 = ours.optimized_for_inference(precision="bf16")
+    session = ort_session(onnx, threads=threads, spin=False)
+    sizes = torch.tensor([[size, size]])
 
     def run_tv():
         with torch.inference_mode():
@@ -76,7 +97,12 @@ def inference_variants(size: int) -> dict:
     def run_predict():
         return ours.predict(image_u8, image_size=size)
 
-    return {TV: run_tv, DEPLOY: run_deploy, PREDICT: run_predict, DEPLOY_BF16: run_deploy_bf16}
+    def run_onnxruntime():
+        x = ((image - mean) / std)[None]
+        feed = {"images": x.numpy(), "image_sizes": sizes.numpy()}
+        return session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
+
+    return {TV: run_tv, DEPLOY: run_deploy, PREDICT: run_predict, ORT: run_onnxruntime, DEPLOY_BF16: run_deploy_bf16}
 
 
 def training_variants(size: int, batch: int = 2) -> dict:
@@ -120,7 +146,7 @@ def training_variants(size: int, batch: int = 2) -> dict:
 def variants(args) -> dict:
     built = {}
     if args.part in ("inference", "both"):
-        built.update(inference_variants(args.size))
+        built.update(inference_variants(args.size, onnx_path(args), args.threads))
     if args.part in ("training", "both"):
         built.update(training_variants(args.size))
     return built
@@ -132,10 +158,11 @@ def add_arguments(p) -> None:
 
 
 BENCH = Bench(
-    "retinanet_vs_torchvision", __doc__, variants=variants, add_arguments=add_arguments,
+    "retinanet_vs_torchvision", __doc__, variants=variants, prepare=prepare, add_arguments=add_arguments,
     ratios=[Ratio("deploy inference / torchvision", DEPLOY, TV, 0.75),
             Ratio("plain predict / torchvision", PREDICT, TV, 0.85),
             Ratio("train step / torchvision", TRAIN, TV_TRAIN, 0.85),
+            Ratio("ONNX Runtime fp32 / torchvision", ORT, TV),
             Ratio("deploy bf16 / torchvision fp32", DEPLOY_BF16, TV),
             Ratio("train step bf16 / torchvision fp32", TRAIN_BF16, TV_TRAIN)],
     quick={"size": 128})

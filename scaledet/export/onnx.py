@@ -203,12 +203,17 @@ def run_onnx(session, images: torch.Tensor, sizes: torch.Tensor) -> dict[str, np
     return dict(zip(names, outputs))
 
 
-def ort_session(path: str | Path, providers=None, threads: int | None = None):
-    """An ONNX Runtime session using as many intra-op threads as torch does (default)."""
+def ort_session(path: str | Path, providers=None, threads: int | None = None, spin: bool = True):
+    """An ONNX Runtime session using as many intra-op threads as torch does (default).
+    ``spin=False`` stops its idle threads spin-waiting after each run: needed when PyTorch runs
+    in the same process between ONNX Runtime calls (benchmarks), which would otherwise share
+    the cores with spinning threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
 
 
