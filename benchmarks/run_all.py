@@ -4,6 +4,8 @@
     python benchmarks/run_all.py --quick              # smoke test: tiny models, 2 processes x 2 iterations
     python benchmarks/run_all.py --only onnxruntime,int8 --threads 1
     python benchmarks/run_all.py --update-docs        # also put the table into docs/PERFORMANCE.md, targets into README
+    python benchmarks/run_all.py --only inference_vs_torchvision --merge benchmarks/results/latest.json --update-docs
+                                                      # re-run one benchmark, keep the others' rows (and their dates)
 
 Each benchmark runs its own processes (``_harness``: 3 processes x at least 5 paired iterations
 by default) and reports medians with their min-max over processes. The table carries the date,
@@ -94,6 +96,20 @@ def as_each_ships(records: list[dict]) -> dict | None:
             "ratios": {"train step, scaledet trainer as shipped / torchvision defaults (unpaired)": entry}}
 
 
+def merge_earlier(path: Path, records: list[dict]) -> list[dict]:
+    """``records`` plus the rows of ``path`` (an earlier ``latest.json``) for benchmarks not in
+    ``records``, in the table's order; derived rows are recomputed, not kept."""
+    def key(r: dict) -> str:  # a failed run has only "bench", which is then run_all's name
+        return r.get("name", r["bench"])
+
+    earlier = json.loads(path.read_text())
+    now = {key(r) for r in records}
+    kept = [{**r, "measured": r.get("measured", earlier["meta"]["date"])} for r in earlier["benchmarks"]
+            if key(r) not in now and key(r) != "training_as_each_ships"]
+    order = {name: i for i, name in enumerate([*BENCHMARKS, *OPTIONAL])}
+    return sorted(records + kept, key=lambda r: order.get(key(r), len(order)))
+
+
 def _range(s: dict, digits: int) -> tuple[str, str]:
     return f"{s['median']:.{digits}f}", f"{s['min']:.{digits}f}-{s['max']:.{digits}f}"
 
@@ -111,6 +127,8 @@ def markdown(meta: dict, records: list[dict]) -> str:
         if "failed" in r:
             lines.append(f"| {r['bench']} | FAILED ({r['failed']}) | | | | |")
             continue
+        if r.get("measured", meta["date"]) != meta["date"]:  # kept by --merge from an earlier run
+            r = {**r, "name": f"{r['name']} (measured {r['measured']})"}
         for name, entry in r.get("ratios", {}).items():
             med, rng = _range(entry["wall"], 3)
             target = "" if entry["target"] is None else f"<= {entry['target']}"
@@ -159,6 +177,9 @@ def main() -> None:
     p.add_argument("--invocations", type=int, default=None, help="override each benchmark's process count")
     p.add_argument("--iters", type=int, default=None, help="override each benchmark's paired iterations")
     p.add_argument("--output-dir", default=str(HERE / "results"))
+    p.add_argument("--merge", default=None, metavar="LATEST.json",
+                   help="keep the rows of benchmarks not run now from this earlier run_all JSON, each with its "
+                        "own date (to re-run a few benchmarks after a change)")
     p.add_argument("--update-docs", action="store_true",
                    help=f"write the table into docs/{DOC.name} and the targets into {README.name}")
     args = p.parse_args()
@@ -181,6 +202,10 @@ def main() -> None:
         for name, (script, extra) in chosen.items():
             records.append(run_one(name, script, extra, args, Path(tmp) / f"{name}.json"))
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    for r in records:
+        r["measured"] = meta["date"]
+    if args.merge:
+        records = merge_earlier(Path(args.merge), records)
     shipped = as_each_ships(records)
     if shipped:
         records.append(shipped)
