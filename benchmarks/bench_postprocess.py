@@ -53,6 +53,9 @@ def loop_reference(post, cls, box, anchors, sizes):
             scores_all.append(top)
             labels_all.append(labels)
         boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+        if post.drop_degenerate_boxes:  # clipped to no area: not a detection (the post-processor's default)
+            real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, labels = boxes[real], scores[real], labels[real]
         kept = []
         for c in labels.unique().tolist():
             members = torch.nonzero(labels == c).squeeze(1)

@@ -48,6 +48,15 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "train_throughput": ("bench_train_throughput.py", []),
 }
 OPTIONAL = {"compile": ("bench_compile.py", [])}  # minutes of compiling per process: only with --all
+# Figures without a target that the README shows next to the targets: the other deployment paths
+# and the bf16 step, compared with the same torchvision baseline.
+README_EXTRA = {("inference_vs_torchvision", "ONNX Runtime fp32 / torchvision"),
+                ("inference_vs_torchvision", "deploy bf16 / torchvision fp32"),
+                ("training_vs_torchvision", "train step bf16 / torchvision fp32")}
+# A readable name for each benchmark's row in the README.
+README_LABEL = {"training_vs_torchvision": "glibc malloc defaults in both",
+                "training_vs_torchvision_malloc_retained": "freed memory retained in both",
+                "onnxruntime": "retinanet_spinenet49s @640", "int8": "retinanet_spinenet49s @640"}
 
 
 def versions() -> dict:
@@ -114,7 +123,14 @@ def _range(s: dict, digits: int) -> tuple[str, str]:
     return f"{s['median']:.{digits}f}", f"{s['min']:.{digits}f}-{s['max']:.{digits}f}"
 
 
+def table_date(meta: dict, records: list[dict]) -> str:
+    """The date most rows were measured on (rows kept or re-run by --merge carry their own)."""
+    dates = [r.get("measured", meta["date"]) for r in records if "measured" in r or "failed" not in r]
+    return max(set(dates), key=dates.count) if dates else meta["date"]
+
+
 def markdown(meta: dict, records: list[dict]) -> str:
+    meta = {**meta, "date": table_date(meta, records)}
     lines = [f"Measured {meta['date']} on {meta['cpu_model']} ({meta['cpus']} CPUs), {meta['threads']} thread(s); "
              f"torch {meta['versions']['torch']}, torchvision {meta['versions']['torchvision']}, "
              f"onnxruntime {meta['versions']['onnxruntime']}. Each figure: the median over "
@@ -147,15 +163,23 @@ def markdown(meta: dict, records: list[dict]) -> str:
 
 
 def targets(meta: dict, records: list[dict]) -> str:
-    """The figures that have targets, as ranges, with where and when they were measured."""
+    """The figures that have targets (and ``README_EXTRA``), as ranges, with where and when they
+    were measured."""
+    meta = {**meta, "date": table_date(meta, records)}
     lines = [f"Measured {meta['date']}, {meta['cpu_model']}, {meta['threads']} thread(s): median (min-max) over "
              f"{meta['invocations']} processes, ratios of paired iterations; all figures in docs/PERFORMANCE.md "
              f"(`python benchmarks/run_all.py`).", "", "| figure | median | min-max | target |", "|---|---|---|---|"]
     for r in records:
         for name, entry in r.get("ratios", {}).items():
-            if entry.get("target") is not None:
-                med, rng = _range(entry["wall"], 2)
-                lines.append(f"| {name} | {med}x | {rng} | <= {entry['target']} ({'met' if entry['met'] else 'not met'}) |")
+            if entry.get("target") is None and (r.get("name"), name) not in README_EXTRA:
+                continue
+            med, rng = _range(entry["wall"], 2)
+            label = name + (f" ({README_LABEL[r['name']]})" if r.get("name") in README_LABEL else "")
+            if r.get("measured", meta["date"]) != meta["date"]:
+                label += f" (measured {r['measured']})"
+            target = ("" if entry.get("target") is None
+                      else f"<= {entry['target']} ({'met' if entry['met'] else 'not met'})")
+            lines.append(f"| {label} | {med}x | {rng} | {target} |")
     return "\n".join(lines) + "\n"
 
 
