@@ -1,4 +1,5 @@
-"""`scaledet demo` as a new user runs it: under 10 minutes on the CPU, AP50 >= 0.8."""
+"""`scaledet demo` as a new user runs it: under 10 minutes on the CPU, AP50 >= 0.8; then its
+model evaluated in bf16 keeps its accuracy (issue 18's bounds: AP within 0.015, AP50 within 0.01)."""
 import json
 import subprocess
 import sys
@@ -23,3 +24,16 @@ def test_demo_finishes_in_ten_minutes_with_ap50_above_0_8(tmp_path):
     assert len(list((tmp_path / "demo" / "predictions").glob("*.png"))) == 8
     assert summary["AP50"] >= 0.8
     assert elapsed < 600
+    checkpoint, config = tmp_path / "demo" / "run" / "best.pt", tmp_path / "demo" / "run" / "config.yaml"
+    metrics = {}
+    for precision in ("fp32", "bf16"):
+        ran = subprocess.run([sys.executable, "-m", "scaledet.cli.main", "eval", str(config), "--checkpoint",
+                              str(checkpoint), "--precision", precision, "--json",
+                              "--output", str(tmp_path / precision)], capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        metrics[precision] = json.loads(ran.stdout)
+    print(f"demo model AP fp32 {metrics['fp32']['AP']:.4f} bf16 {metrics['bf16']['AP']:.4f}, "
+          f"AP50 fp32 {metrics['fp32']['AP50']:.4f} bf16 {metrics['bf16']['AP50']:.4f}")
+    assert metrics["fp32"]["AP50"] >= 0.8
+    assert abs(metrics["bf16"]["AP"] - metrics["fp32"]["AP"]) <= 0.015
+    assert abs(metrics["bf16"]["AP50"] - metrics["fp32"]["AP50"]) <= 0.01

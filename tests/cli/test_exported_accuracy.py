@@ -92,16 +92,25 @@ def test_training_drew_its_curves(trained_run, assert_png):
     assert_png(trained_run["root"] / "run" / "curves.png", CURVES_SIZE)
 
 
-def test_eval_precision_bf16_scores_close_to_fp32(scored_run, tmp_path, capsys):
-    results = {}
+def test_eval_precision_bf16_scores_the_bf16_copy(scored_run, tmp_path, capsys):
+    """``scaledet eval --precision bf16`` scores the bf16 copy. This 2-step model's scores are
+    spread random logits and its ground truth is its own detections shifted by 3 px, so AP hangs
+    on score differences of 1e-3: which bf16 kernel oneDNN picks (AMX, AVX-512 BF16, emulated)
+    moved AP by up to 0.036 and AP50 by up to 0.024 (measured). The accuracy bounds of issue 18
+    (AP 0.015, AP50 0.01) are checked on a trained model, in tests/cli/test_demo.py."""
+    results, detections = {}, {}
     for precision in ("fp32", "bf16"):
         capsys.readouterr()
         assert main(["eval", str(scored_run["config"]), "--checkpoint", str(scored_run["checkpoint"]),
                      "--output", str(tmp_path / precision), "--device", "cpu", "--json",
                      "--precision", precision]) == 0
         results[precision] = json.loads(capsys.readouterr().out)
-    print(f"\nAP fp32 {results['fp32']['AP']:.6f}, bf16 {results['bf16']['AP']:.6f}")
+        detections[precision] = json.loads((tmp_path / precision / "results.json").read_text())
+    print(f"\nAP fp32 {results['fp32']['AP']:.6f}, bf16 {results['bf16']['AP']:.6f}; "
+          f"AP50 fp32 {results['fp32']['AP50']:.6f}, bf16 {results['bf16']['AP50']:.6f}")
     assert 0.1 < results["fp32"]["AP"] < 0.95
-    # The int8 acceptance bounds (issue 18); the pseudo ground truth makes AP hang on every box.
-    assert abs(results["bf16"]["AP"] - results["fp32"]["AP"]) <= 0.015
-    assert abs(results["bf16"]["AP50"] - results["fp32"]["AP50"]) <= 0.01
+    fp32_scores = [d["score"] for d in detections["fp32"]]
+    bf16_scores = [d["score"] for d in detections["bf16"]]
+    assert fp32_scores != bf16_scores  # the bf16 copy ran, not the fp32 model
+    assert abs(results["bf16"]["AP"] - results["fp32"]["AP"]) <= 0.06
+    assert abs(results["bf16"]["AP50"] - results["fp32"]["AP50"]) <= 0.06
