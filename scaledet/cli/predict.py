@@ -57,7 +57,7 @@ def run(args) -> int:
     if args.format == "coco":
         path = write_coco_results(predictor, images, args.output, annotations=args.annotations,
                                   score_threshold=args.score_threshold, image_size=args.image_size,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, overwrite=args.overwrite)
         print(f"wrote COCO results for {len(images)} images to {path}")
         return 0
     path = write_predictions(predictor, images, args.output,

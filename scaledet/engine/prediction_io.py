@@ -193,11 +193,15 @@ def coco_image_ids(images: Sequence[Path], annotations: str | Path | None) -> tu
 
 def write_coco_results(predictor, images: Sequence[Path], output: str | Path, *, annotations: str | Path | None,
                        score_threshold: float | None = None, image_size: int | None = None, batch_size: int = 4,
-                       progress: bool = True) -> Path:
+                       progress: bool = True, overwrite: bool = False) -> Path:
     """``OUTPUT/coco_results.json``: the COCO results format (xywh boxes in original pixels, the
     data set's category ids through the model's ``label_to_category_id``), which
-    ``scaledet eval-results coco`` and pycocotools read."""
+    ``scaledet eval-results coco`` and pycocotools read. An existing file is refused before any
+    work unless ``overwrite``."""
     from scaledet.eval.coco import detections_to_coco_results
+
+    path = Path(output) / "coco_results.json"
+    check_writable(path, overwrite, "COCO results file")
 
     label_map = predictor.label_to_category_id
     if label_map is None:
@@ -214,9 +218,7 @@ def write_coco_results(predictor, images: Sequence[Path], output: str | Path, *,
                                  image_size=image_size, batch_size=batch_size)
         for image_id, det in zip(image_ids[start:start + batch_size], dets):
             results.extend(detections_to_coco_results(image_id, det["boxes"], det["scores"], det["labels"], label_map))
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "coco_results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, results, indent=None)
     return path
 

@@ -63,6 +63,19 @@ def test_predict_format_coco_then_eval_results_prints_the_eval_ap(scored_run, tm
                  "--results", str(tmp_path / "pred" / "coco_results.json")]) == 0
     assert capsys.readouterr().out.splitlines() == eval_table
     assert len(eval_table) == 12 and float(eval_table[0].split("=")[-1]) > 0.1
+    # A second run refuses, before any work, to replace the results file; --overwrite replaces it.
+    before = (tmp_path / "pred" / "coco_results.json").read_bytes()
+    again = ["predict", "--checkpoint", str(scored_run["checkpoint"]), str(scored_run["val_images"]),
+             "--format", "coco", "--annotations", str(scored_run["annotations"]), "--output", str(tmp_path / "pred"),
+             "--device", "cpu"]
+    capsys.readouterr()
+    assert main(again) == 1
+    error = capsys.readouterr().err
+    assert "coco_results.json: COCO results file already exists" in error and "--overwrite" in error
+    assert (tmp_path / "pred" / "coco_results.json").read_bytes() == before
+    assert main([*again, "--overwrite", "--score-threshold", "0.85"]) == 0
+    replaced = json.loads((tmp_path / "pred" / "coco_results.json").read_text())
+    assert 0 < len(replaced) < len(results) and min(r["score"] for r in replaced) >= 0.85
 
 
 def test_predict_format_coco_without_annotations_takes_ids_from_numeric_file_names(scored_run, tmp_path, capsys):
