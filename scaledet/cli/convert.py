@@ -137,8 +137,7 @@ def run_tf_retinanet(args: argparse.Namespace) -> int:
 def run_mindspore_nasfpn(args: argparse.Namespace) -> int:
     from scaledet.convert.mindspore_nasfpn import MODEL_NAME, mindspore_nasfpn_checkpoint
 
-    if args.output.exists() and not args.force:
-        raise FileExistsError(f"{args.output}: already exists (use --force to overwrite)")
+    check_writable(args.output, args.force, "checkpoint", "--force")
     checkpoint = mindspore_nasfpn_checkpoint(args.input, args.output, image_size=args.image_size)
     model_args = checkpoint["model_args"]
     print(f"wrote {args.output}: {MODEL_NAME}, {model_args['num_classes']} classes, "

@@ -33,9 +33,9 @@ def add_parser(kinds: argparse._SubParsersAction, add_common_arguments) -> None:
 def run(args: argparse.Namespace) -> int:
     from scaledet.convert.blitznet_tf import convert_blitznet_tf
     from scaledet.engine.checkpoint import save_atomic
+    from scaledet.utils.atomic import check_writable
 
-    if args.output.exists() and not args.force:
-        raise FileExistsError(f"{args.output}: already exists (use --force to overwrite)")
+    check_writable(args.output, args.force, "checkpoint", "--force")
     payload = convert_blitznet_tf(args.input)
     save_atomic(payload, args.output)
     model_args = payload["model_args"]

@@ -48,6 +48,7 @@ from scaledet.models.detectors.retinanet import RetinaNet
 from scaledet.models.detectors.retinanet_resnet import NASFPN_RETINANETS
 from scaledet.models.detectors.retinanet_spinenet import SPINENET_RETINANETS
 from scaledet.registry import create_model
+from scaledet.utils.atomic import check_writable
 
 __all__ = ["CLASS_SETS", "LAYOUTS", "ConversionPlan", "TFLayout", "convert_tf_retinanet", "ignored_variables",
            "parse_model_arg", "plan_conversion", "tf_retinanet_checkpoint"]
@@ -229,8 +230,7 @@ def convert_tf_retinanet(source: str | Path, output: str | Path, model_name: str
     """Convert and write ``output`` atomically (a temporary file in its folder, then a rename);
     returns the checkpoint. Nothing is written unless the whole conversion succeeded."""
     output = Path(output)
-    if output.exists() and not force:
-        raise UsageError(f"{output}: already exists (use --force to overwrite)")
+    check_writable(output, force, "checkpoint", "--force")
     payload = tf_retinanet_checkpoint(source, model_name, layout, model_args=model_args, classes=classes)
     save_atomic(payload, output)
     return payload
