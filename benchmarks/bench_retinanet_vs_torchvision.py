@@ -66,7 +66,7 @@ def prepare(args) -> None:
 
 
 def inference_variants(size: int, onnx: Path, threads: int) -> dict:
-    from scaledet.export.onnx import ort_session
+    from scaledet.export.onnx import ort_session, run_onnx
 
     tv, ours = build_pair(size, train=False)
     tv.eval()
@@ -98,9 +98,7 @@ def inference_variants(size: int, onnx: Path, threads: int) -> dict:
         return ours.predict(image_u8, image_size=size)
 
     def run_onnxruntime():
-        x = ((image - mean) / std)[None]
-        feed = {"images": x.numpy(), "image_sizes": sizes.numpy()}
-        return session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
+        return run_onnx(session, ((image - mean) / std)[None], sizes)
 
     return {TV: run_tv, DEPLOY: run_deploy, PREDICT: run_predict, ORT: run_onnxruntime, DEPLOY_BF16: run_deploy_bf16}
 

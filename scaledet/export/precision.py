@@ -12,15 +12,12 @@ about a tenth of the bf16 forward at 640 px.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
-
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
 from scaledet.errors import UsageError
 
-Precision = Literal["fp32", "bf16"]
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
