@@ -5,8 +5,8 @@ Both models have the same architecture and weights (ours converted from torchvis
 ``--part inference`` (batch 1, 640 x 640):
 - *torchvision*: its whole ``model([image])`` (its normalisation, resize - a no-op size here -
   network and post-processing) under ``torch.inference_mode``;
-- *scaledet deploy*: ``optimized_for_inference()`` (BatchNorm folded, channels-last), forward +
-  post-processing on the normalised image;
+- *scaledet deploy*: ``optimized_for_inference()`` (BatchNorm folded, channels-last, wide 3x3
+  convolutions by Winograd F(4x4, 3x3)), forward + post-processing on the normalised image;
 - *scaledet predict*: the plain Python API, ``model.eval().predict(image, image_size=640)`` on
   the decoded uint8 image (pre-processing, network, post-processing, detections in image pixels);
 - *scaledet ONNX Runtime fp32*: the same weights exported by ``scaledet export`` (BatchNorm folded,
@@ -18,9 +18,13 @@ Both models have the same architecture and weights (ours converted from torchvis
 ``--part training`` (batch 2): one step = forward + loss + backward + SGD step with the same
 random targets, both from scratch (trainable BatchNorm, all stages). torchvision runs as its
 reference recipe does (``torch.optim.SGD`` defaults, NCHW); scaledet runs as its trainer does
-(channels-last, the trainer's optimiser construction). *scaledet train step bf16* is the same step
-as the trainer runs it with ``train.amp=bf16`` (the forward under CPU autocast), again a
-separate figure with no target.
+(channels-last, Winograd for wide 3x3 convolutions on large maps, the trainer's optimiser
+construction). *scaledet train step bf16* is the same step as the trainer runs it with
+``train.amp=bf16`` (the forward under CPU autocast), again a separate figure with no target.
+
+The *direct conv* rows are the same deployment copy and training step with Winograd off
+(``optimized_for_inference(winograd=False)``, ``train.winograd=false``): the effect of that one
+change, measured in the same processes.
 
     python benchmarks/bench_retinanet_vs_torchvision.py --part inference
     python benchmarks/bench_retinanet_vs_torchvision.py --part training
@@ -34,12 +38,14 @@ import torchvision
 
 from _harness import Bench, Ratio, main
 from scaledet.models.convert import torchvision_retinanet_checkpoint
+from scaledet.ops.winograd import use_winograd
 from scaledet.registry import create_model
 from scaledet.utils.benchmark import random_targets
 
 TV, DEPLOY, PREDICT = "torchvision inference", "scaledet deploy inference", "scaledet predict"
 TV_TRAIN, TRAIN = "torchvision train step", "scaledet train step"
 DEPLOY_BF16, TRAIN_BF16 = "scaledet deploy bf16", "scaledet train step bf16"
+DEPLOY_DIRECT, TRAIN_DIRECT = "scaledet deploy, direct conv", "scaledet train step, direct conv"
 ORT = "scaledet ONNX Runtime fp32"
 
 
@@ -76,6 +82,7 @@ def inference_variants(size: int, onnx: Path, threads: int) -> dict:
     mean = torch.tensor(ours.pixel_mean)[:, None, None]
     std = torch.tensor(ours.pixel_std)[:, None, None]
     deploy = ours.optimized_for_inference()
+    deploy_direct = ours.optimized_for_inference(winograd=False)
     deploy_bf16 = ours.optimized_for_inference(precision="bf16")
     session = ort_session(onnx, threads=threads, spin=False)
     sizes = torch.tensor([[size, size]])
@@ -84,15 +91,10 @@ def inference_variants(size: int, onnx: Path, threads: int) -> dict:
         with torch.inference_mode():
             return tv([image])
 
-    def run_deploy():
+    def run_copy(network):
         with torch.inference_mode():
             x = ((image - mean) / std)[None].contiguous(memory_format=torch.channels_last)
-            return deploy.postprocess(deploy(x), [(size, size)])
-
-    def run_deploy_bf16():
-        with torch.inference_mode():
-            x = ((image - mean) / std)[None].contiguous(memory_format=torch.channels_last)
-            return deploy_bf16.postprocess(deploy_bf16(x), [(size, size)])
+            return network.postprocess(network(x), [(size, size)])
 
     def run_predict():
         return ours.predict(image_u8, image_size=size)
@@ -100,7 +102,8 @@ def inference_variants(size: int, onnx: Path, threads: int) -> dict:
     def run_onnxruntime():
         return run_onnx(session, ((image - mean) / std)[None], sizes)
 
-    return {TV: run_tv, DEPLOY: run_deploy, PREDICT: run_predict, ORT: run_onnxruntime, DEPLOY_BF16: run_deploy_bf16}
+    return {TV: run_tv, DEPLOY: lambda: run_copy(deploy), PREDICT: run_predict, ORT: run_onnxruntime,
+            DEPLOY_BF16: lambda: run_copy(deploy_bf16), DEPLOY_DIRECT: lambda: run_copy(deploy_direct)}
 
 
 def training_variants(size: int, batch: int = 2) -> dict:
@@ -108,8 +111,8 @@ def training_variants(size: int, batch: int = 2) -> dict:
     from scaledet.config import load_config
 
     tv, ours = build_pair(size, train=True)
+    ours_direct = build_pair(size, train=True)[1]
     tv.train()
-    ours.train()
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     targets = random_targets(batch, size, 91, seed=0)
     for t in targets:
@@ -118,9 +121,6 @@ def training_variants(size: int, batch: int = 2) -> dict:
     std = torch.tensor(ours.pixel_std)[:, None, None]
     tv_opt = torch.optim.SGD(tv.parameters(), lr=1e-3, momentum=0.9)
     cfg = load_config(None, ["optim.lr=0.001", "optim.momentum=0.9", "optim.weight_decay=0.0"])
-    our_opt = build_optimizer(ours, cfg)
-    ours.to(memory_format=torch.channels_last)  # as the trainer runs it (train.channels_last)
-    device = next(ours.parameters()).device
 
     def step_tv():
         losses = tv(list(images), targets)
@@ -129,16 +129,29 @@ def training_variants(size: int, batch: int = 2) -> dict:
         loss.backward()
         tv_opt.step()
 
-    def step_ours(amp: bool = False):
-        our_opt.zero_grad(set_to_none=True)
-        x = ((images - mean) / std).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):  # as the trainer's train.amp
-            outputs = ours(x)
-        loss = ours.loss(outputs, targets, [(size, size)] * batch)["loss"]
-        loss.backward()
-        our_opt.step()
+    def trainer_step(model, winograd: bool):
+        """One step as the trainer runs it: channels-last (train.channels_last), Winograd where it
+        applies (train.winograd; fp32 only, so not under autocast), the trainer's optimiser."""
+        model.train()
+        optimizer = build_optimizer(model, cfg)
+        model.to(memory_format=torch.channels_last)
+        if winograd:
+            use_winograd(model)
+        device = next(model.parameters()).device
 
-    return {TV_TRAIN: step_tv, TRAIN: step_ours, TRAIN_BF16: lambda: step_ours(amp=True)}
+        def step(amp: bool = False):
+            optimizer.zero_grad(set_to_none=True)
+            x = ((images - mean) / std).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):  # as the trainer's train.amp
+                outputs = model(x)
+            loss = model.loss(outputs, targets, [(size, size)] * batch)["loss"]
+            loss.backward()
+            optimizer.step()
+        return step
+
+    step_ours = trainer_step(ours, cfg.train.winograd)
+    return {TV_TRAIN: step_tv, TRAIN: step_ours, TRAIN_BF16: lambda: step_ours(amp=True),
+            TRAIN_DIRECT: trainer_step(ours_direct, False)}
 
 
 def variants(args) -> dict:
@@ -162,7 +175,11 @@ BENCH = Bench(
             Ratio("train step / torchvision", TRAIN, TV_TRAIN, 0.85),
             Ratio("ONNX Runtime fp32 / torchvision", ORT, TV),
             Ratio("deploy bf16 / torchvision fp32", DEPLOY_BF16, TV),
-            Ratio("train step bf16 / torchvision fp32", TRAIN_BF16, TV_TRAIN)],
+            Ratio("train step bf16 / torchvision fp32", TRAIN_BF16, TV_TRAIN),
+            Ratio("deploy, direct conv / torchvision", DEPLOY_DIRECT, TV),
+            Ratio("train step, direct conv / torchvision", TRAIN_DIRECT, TV_TRAIN),
+            Ratio("deploy Winograd / direct conv", DEPLOY, DEPLOY_DIRECT),
+            Ratio("train step Winograd / direct conv", TRAIN, TRAIN_DIRECT)],
     quick={"size": 128})
 
 if __name__ == "__main__":

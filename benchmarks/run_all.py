@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "int8": ("bench_int8.py", []),
     "train_step_parts": ("bench_train_step_parts.py", []),
     "fuse_bn": ("bench_fuse_bn.py", []),
+    "winograd": ("bench_winograd.py", []),
     "channels_last": ("bench_channels_last.py", []),
     "inference_mode": ("bench_inference_mode.py", []),
     "postprocess": ("bench_postprocess.py", []),

@@ -113,6 +113,9 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()  # regexes of parameter names not trained
     max_nonfinite: int = 5  # consecutive non-finite losses tolerated before stopping
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and GPU (tensor cores)
+    # CPU fp32: wide 3x3 stride-1 convolutions on large maps by Winograd F(4x4, 3x3), a quarter of the
+    # multiply-adds, same result up to fp32 rounding (scaledet/ops/winograd.py); no effect on GPU or under amp
+    winograd: bool = True
     retain_freed_memory: bool = True  # CPU: malloc keeps freed memory, no page faults per step (utils/memory.py)
 
 

@@ -37,6 +37,7 @@ from scaledet.eval.base import EvalResult
 from scaledet.errors import CheckpointError, DataError, TrainingError, UsageError
 from scaledet.models.detectors.base import Detector
 from scaledet.models.weights import BACKBONE_WEIGHT_ARGS
+from scaledet.ops.winograd import use_winograd
 from scaledet.registry import builder_arguments, create_model
 from scaledet.utils.atomic import remove_stale_temps, write_csv
 
@@ -207,6 +208,8 @@ class Trainer:
             retain_freed_memory()
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
+        if cfg.train.winograd:
+            use_winograd(model)  # same parameters and state-dict keys; decides per call (CPU fp32 only)
         self.model = model
         self.optimizer = build_optimizer(model, cfg)
         self.amp_dtype = AMP_DTYPES.get(cfg.train.amp, "bad")

@@ -127,3 +127,12 @@ def test_bf16_autocast_training_on_cpu(tiny_config, tmp_path):
     assert len(trainer.history) == 2 and all(math.isfinite(r["loss"]) for r in trainer.history)
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         Trainer(tiny_config("train.amp=fp16"), tmp_path / "fp16", progress=False, device="cpu").fit()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_trainer_applies_winograd_as_configured(tiny_config, tmp_path, monkeypatch, enabled):
+    calls = []
+    monkeypatch.setattr("scaledet.engine.trainer.use_winograd", lambda model: calls.append(model) or 0)
+    trainer = Trainer(tiny_config(f"train.winograd={str(enabled).lower()}"), tmp_path / "w", progress=False)
+    trainer._setup()
+    assert calls == ([trainer.model] if enabled else [])
