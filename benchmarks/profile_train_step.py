@@ -7,7 +7,8 @@
 A profile, not a timing benchmark: it shows each op's share of the step (self CPU time, summed
 over ``--steps`` profiled steps after ``--warmup`` unprofiled ones), which is what decides where
 to cut. The step is the trainer's: images to the device in channels-last memory, forward, loss,
-backward and the optimiser built by ``scaledet.engine.trainer.build_optimizer``. ResNet models are
+backward and the optimiser built by ``scaledet.engine.trainer.build_optimizer``, with Winograd
+convolutions where they apply (``train.winograd``; ``--no-winograd`` for direct ones only). ResNet models are
 built as torchvision's from-scratch configuration (trainable BatchNorm, all stages), the same as
 ``bench_retinanet_vs_torchvision.py``. ``--json`` writes the table; ``--groups`` adds a summary by
 part of the step (convolutions, BatchNorm, loss and matching, optimiser, ...).
@@ -73,6 +74,10 @@ def step_function(args):
         return step
 
     model.to(memory_format=torch.channels_last)
+    if not args.no_winograd:  # as the trainer (train.winograd)
+        from scaledet.ops.winograd import use_winograd
+
+        use_winograd(model)
     sizes = [(size, size)] * args.batch
 
     def step():
@@ -106,6 +111,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--top", type=int, default=20)
+    p.add_argument("--no-winograd", action="store_true", help="direct convolutions only (train.winograd=false)")
     p.add_argument("--malloc", choices=["default", "retain"], default="default",
                    help="retain: glibc malloc keeps freed memory, as the trainer sets it (scaledet.utils.memory)")
     p.add_argument("--json", default=None)

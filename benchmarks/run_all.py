@@ -53,7 +53,9 @@ OPTIONAL = {"compile": ("bench_compile.py", [])}  # minutes of compiling per pro
 # and the bf16 step, compared with the same torchvision baseline.
 README_EXTRA = {("inference_vs_torchvision", "ONNX Runtime fp32 / torchvision"),
                 ("inference_vs_torchvision", "deploy bf16 / torchvision fp32"),
-                ("training_vs_torchvision", "train step bf16 / torchvision fp32")}
+                ("training_vs_torchvision", "train step bf16 / torchvision fp32"),
+                ("inference_vs_torchvision", "deploy Winograd / direct conv"),
+                ("training_vs_torchvision", "train step Winograd / direct conv")}
 # A readable name for each benchmark's row in the README.
 README_LABEL = {"training_vs_torchvision": "glibc malloc defaults in both",
                 "training_vs_torchvision_malloc_retained": "freed memory retained in both",

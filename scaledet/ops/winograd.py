@@ -196,13 +196,17 @@ class WinogradConv2d(nn.Conv2d):
         return _forward(x, self._weight_for_inference(), self.bias)
 
     def _weight_for_inference(self) -> torch.Tensor:
-        """The transformed kernel, kept while the weight is unchanged (same storage and version)."""
+        """The transformed kernel, kept while the weight is the same tensor at the same version
+        (every in-place write bumps it). Holding the weight itself, not its address, means a new
+        weight can never be mistaken for the old one."""
         weight = self.weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if self._frozen_weight is None or self._frozen_weight[0] != key:
+        if weight.is_inference():  # keeps no version counter: cannot tell whether it changed
+            return transform_weight(weight)
+        cached = self._frozen_weight
+        if cached is None or cached[0] is not weight or cached[1] != weight._version:
             with torch.no_grad():
-                self._frozen_weight = (key, transform_weight(weight).contiguous())
-        return self._frozen_weight[1]
+                cached = self._frozen_weight = (weight, weight._version, transform_weight(weight).contiguous())
+        return cached[2]
 
 
 def check_winograd_shape(conv: nn.Conv2d) -> None:

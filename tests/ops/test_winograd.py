@@ -175,3 +175,16 @@ def test_optimiser_made_before_the_swap_still_trains_the_model():
     model(torch.randn(1, 128, 40, 40)).square().mean().backward()
     optimizer.step()
     assert not torch.equal(model[0].weight, before)
+
+
+def test_a_new_weight_tensor_is_never_mistaken_for_the_cached_one():
+    direct, layer = _layer()
+    x = torch.randn(1, 128, 20, 20)
+    with torch.inference_mode():
+        layer(x)
+    layer.weight = nn.Parameter(torch.randn_like(direct.weight))  # version 0 again, maybe the same address
+    with torch.inference_mode():
+        assert _relative(layer(x), F.conv2d(x, layer.weight, layer.bias, padding=1)) < 1e-4
+    with torch.inference_mode():  # a weight made under inference_mode keeps no version: no caching
+        layer.weight = nn.Parameter(torch.randn_like(direct.weight))
+        assert _relative(layer(x), F.conv2d(x, layer.weight, layer.bias, padding=1)) < 1e-4
