@@ -27,6 +27,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from scaledet.errors import UsageError
 from scaledet.models.detectors.base import Detector
 from scaledet.models.heads.retina_head import SharedTower
+from scaledet.utils.modules import replace_modules
 
 _BATCH_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -51,14 +52,13 @@ class PerLevelFusedTower(nn.Module):
 
 
 def _unshare_per_level_towers(model: nn.Module) -> int:
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, SharedTower) and child.norms is not None and len(child.norms) > 1 \
-                    and all(isinstance(n, _BATCH_NORMS) for level in child.norms for n in level):
-                setattr(parent, name, PerLevelFusedTower(child))
-                replaced += 1
-    return replaced
+    def unshare(child: nn.Module) -> nn.Module | None:
+        if isinstance(child, SharedTower) and child.norms is not None and len(child.norms) > 1 \
+                and all(isinstance(n, _BATCH_NORMS) for level in child.norms for n in level):
+            return PerLevelFusedTower(child)
+        return None
+
+    return replace_modules(model, unshare)
 
 
 def _example_input(model: nn.Module) -> torch.Tensor:
@@ -124,10 +124,7 @@ def fuse_conv_bn(model: nn.Module, example_input: torch.Tensor | None = None) ->
     for conv, bn in pairs:
         replacement[conv] = fuse_conv_bn_eval(conv, bn)
         replacement[bn] = nn.Identity()
-    for parent in list(fused.modules()):
-        for name, child in list(parent.named_children()):
-            if child in replacement:
-                setattr(parent, name, replacement[child])
+    replace_modules(fused, replacement.get)
     fused.fused_conv_bn_pairs = len(pairs)
     return fused
 

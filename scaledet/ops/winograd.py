@@ -26,6 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from scaledet.utils.modules import replace_modules
+
 # F(4x4, 3x3) with interpolation points 0, +-1, +-2 and infinity (Lavin & Gray, docs/reference/WINOGRAD.md §2).
 _INPUT_T = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
             (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))           # B^T, 6 x 6
@@ -229,11 +231,10 @@ def use_winograd(model: nn.Module, *, min_channels: int = 128) -> int:
 
     ``min_channels``: thinner layers lose (``benchmarks/bench_winograd.py``: 64 -> 64 channels at
     160 px took 1.28x the direct time, 256 -> 36 at 80 px 1.09x; 128 -> 128 at 80 px 0.73x)."""
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if (type(child) is nn.Conv2d and winograd_applies(child)
-                    and min(child.in_channels, child.out_channels) >= min_channels):
-                setattr(parent, name, WinogradConv2d.from_conv(child))
-                replaced += 1
-    return replaced
+    def swap(child: nn.Module) -> nn.Module | None:
+        if (type(child) is nn.Conv2d and winograd_applies(child)
+                and min(child.in_channels, child.out_channels) >= min_channels):
+            return WinogradConv2d.from_conv(child)
+        return None
+
+    return replace_modules(model, swap)

@@ -28,6 +28,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from scaledet.errors import UsageError
 from scaledet.models.common import Conv2dSame, FeatureInfo, NormSettings, Padding, check_padding, max_pool2d
 from scaledet.models.weights import LoadReport, load_backbone_weights
+from scaledet.utils.modules import replace_modules
 
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     18: ("basic", (2, 2, 2, 2)),
@@ -105,13 +106,15 @@ class ResNetBackbone(ResNet):
 
     def _use_tf_same_padding(self) -> None:
         """Swap every strided conv (and the stem pool) for its 'SAME'-padded twin, same parameters."""
-        for module in list(self.modules()):
-            for name, child in module.named_children():
-                if isinstance(child, nn.Conv2d) and child.stride[0] > 1 and child.kernel_size[0] > 1:
-                    twin = Conv2dSame(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                                      padding=0, bias=child.bias is not None, groups=child.groups)
-                    twin.load_state_dict(child.state_dict())
-                    setattr(module, name, twin)
+        def same_padded(child: nn.Module) -> nn.Module | None:
+            if not (isinstance(child, nn.Conv2d) and child.stride[0] > 1 and child.kernel_size[0] > 1):
+                return None
+            twin = Conv2dSame(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                              padding=0, bias=child.bias is not None, groups=child.groups)
+            twin.load_state_dict(child.state_dict())
+            return twin
+
+        replace_modules(self, same_padded)
         self.maxpool = max_pool2d(3, 2, padding="same")
 
     def freeze_stages(self, trainable_layers: int) -> None:
