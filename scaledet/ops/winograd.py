@@ -180,20 +180,24 @@ class WinogradConv2d(nn.Conv2d):
         return layer
 
     def uses_winograd(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype in _FAST_DTYPES and self.weight.dtype == x.dtype
-                and x.dim() == 4 and x.shape[-2] * x.shape[-1] >= self.min_area
-                and not torch.is_autocast_enabled("cpu") and not torch.onnx.is_in_onnx_export()
+        """Whether a call on ``x`` runs Winograd, in the current grad mode."""
+        if not (x.device.type == "cpu" and x.dtype in _FAST_DTYPES and self.weight.dtype == x.dtype
+                and x.dim() == 4 and not torch.is_autocast_enabled("cpu") and not torch.onnx.is_in_onnx_export()
                 and not torch.jit.is_scripting() and not torch.jit.is_tracing()
-                and not torch.compiler.is_compiling())
+                and not torch.compiler.is_compiling()):
+            return False
+        # with gradients the kernel gradient lives in the 36-point domain (4x the kernel's size):
+        # on small maps writing it costs more than the products save
+        min_area = self.min_area_training if self._needs_grad(x) else self.min_area
+        return x.shape[-2] * x.shape[-1] >= min_area
+
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.uses_winograd(x):
             return super().forward(x)
-        if torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad):
-            # the backward's kernel gradient lives in the 36-point domain (4x the kernel's size):
-            # on small maps writing it costs more than the products save
-            if x.shape[-2] * x.shape[-1] < self.min_area_training:
-                return super().forward(x)
+        if self._needs_grad(x):
             return _WinogradConv3x3.apply(x, self.weight, self.bias)
         return _forward(x, self._weight_for_inference(), self.bias)
 
