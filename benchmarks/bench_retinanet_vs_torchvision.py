@@ -38,7 +38,6 @@ import torchvision
 
 from _harness import Bench, Ratio, main
 from scaledet.models.convert import torchvision_retinanet_checkpoint
-from scaledet.ops.winograd import use_winograd
 from scaledet.registry import create_model
 from scaledet.utils.benchmark import random_targets
 
@@ -107,7 +106,7 @@ def inference_variants(size: int, onnx: Path, threads: int) -> dict:
 
 
 def training_variants(size: int, batch: int = 2) -> dict:
-    from scaledet.engine.trainer import build_optimizer
+    from scaledet.engine.trainer import apply_compute_settings, build_optimizer
     from scaledet.config import load_config
 
     tv, ours = build_pair(size, train=True)
@@ -129,14 +128,12 @@ def training_variants(size: int, batch: int = 2) -> dict:
         loss.backward()
         tv_opt.step()
 
-    def trainer_step(model, winograd: bool):
-        """One step as the trainer runs it: channels-last (train.channels_last), Winograd where it
-        applies (train.winograd; fp32 only, so not under autocast), the trainer's optimiser."""
+    def trainer_step(model, cfg):
+        """One step as the trainer runs it: its optimiser and compute settings (channels-last,
+        Winograd where it applies; fp32 only, so not under autocast)."""
         model.train()
         optimizer = build_optimizer(model, cfg)
-        model.to(memory_format=torch.channels_last)
-        if winograd:
-            use_winograd(model)
+        apply_compute_settings(model, cfg)
         device = next(model.parameters()).device
 
         def step(amp: bool = False):
@@ -149,9 +146,9 @@ def training_variants(size: int, batch: int = 2) -> dict:
             optimizer.step()
         return step
 
-    step_ours = trainer_step(ours, cfg.train.winograd)
+    step_ours = trainer_step(ours, cfg)
     return {TV_TRAIN: step_tv, TRAIN: step_ours, TRAIN_BF16: lambda: step_ours(amp=True),
-            TRAIN_DIRECT: trainer_step(ours_direct, False)}
+            TRAIN_DIRECT: trainer_step(ours_direct, cfg.replace(["train.winograd=false"]))}
 
 
 def variants(args) -> dict:

@@ -25,7 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from scaledet.config import load_config
-from scaledet.engine.trainer import build_optimizer
+from scaledet.engine.trainer import apply_compute_settings, build_optimizer
 from scaledet.registry import create_model
 from scaledet.utils.benchmark import random_targets
 
@@ -73,11 +73,7 @@ def step_function(args):
             optimizer.step()
         return step
 
-    model.to(memory_format=torch.channels_last)
-    if not args.no_winograd:  # as the trainer (train.winograd)
-        from scaledet.ops.winograd import use_winograd
-
-        use_winograd(model)
+    apply_compute_settings(model, load_config(None, [f"train.winograd={str(not args.no_winograd).lower()}"]))
     sizes = [(size, size)] * args.batch
 
     def step():

@@ -144,6 +144,16 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     raise UsageError(f"unknown optim.optimizer {o.optimizer!r}; allowed: sgd, adam, adamw")
 
 
+def apply_compute_settings(model: nn.Module, cfg: Config) -> None:
+    """In place, how the trainer runs a model's arithmetic: channels-last memory
+    (``train.channels_last``) and Winograd convolutions (``train.winograd``: same parameters and
+    state-dict keys, decided per call, CPU fp32 only). The benchmarks call it to time the same step."""
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.train.winograd:
+        use_winograd(model)
+
+
 def _with_fast_kernels(optimizer_class, groups: list[dict], **kwargs) -> torch.optim.Optimizer:
     """The optimiser with torch's fused kernel (one pass over all parameters; on CPU too since
     torch 2.4), else its multi-tensor ``foreach`` form; torch's CPU default is a Python loop per
@@ -206,10 +216,7 @@ class Trainer:
             from scaledet.utils.memory import retain_freed_memory
 
             retain_freed_memory()
-        if cfg.train.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if cfg.train.winograd:
-            use_winograd(model)  # same parameters and state-dict keys; decides per call (CPU fp32 only)
+        apply_compute_settings(model, cfg)
         self.model = model
         self.optimizer = build_optimizer(model, cfg)
         self.amp_dtype = AMP_DTYPES.get(cfg.train.amp, "bad")
